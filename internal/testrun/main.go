@@ -1,0 +1,301 @@
+//go:build unix
+
+// Command testrun is the one way to run this module's tests:
+//
+//	go run ./internal/testrun [extra go test arguments]
+//
+// It makes sure a PostgreSQL server is there for the tests: the one named
+// by LLMAUTH_TEST_DATABASE_URL (default
+// postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable) if it
+// answers, otherwise a throwaway server it starts from the locally
+// installed PostgreSQL binaries and stops at the end. It then runs
+//
+//	go vet ./...
+//	go test -race -count=1 -timeout 20m [extra arguments] ./...
+//
+// streaming their output, and exits with the status of the first step
+// that fails. Extra arguments go before ./... (so -run, -v and the like
+// work); if the first one does not start with '-', they are all taken as
+// package patterns and replace ./... . A -timeout among them replaces the
+// default.
+//
+// Without PostgreSQL binaries it says what to install and runs on with
+// the PostgreSQL tests skipped; LLMAUTH_TEST_REQUIRE_POSTGRES=1 makes that
+// a failure. Without cgo or a C compiler the race detector is unavailable:
+// it warns and runs without -race; LLMAUTH_TEST_REQUIRE_RACE=1 makes that a
+// failure.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	neturl "net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/llmauth/llmauth/internal/pgtest"
+)
+
+const (
+	envDatabaseURL     = "LLMAUTH_TEST_DATABASE_URL"
+	envRequirePostgres = "LLMAUTH_TEST_REQUIRE_POSTGRES"
+	envRequireRace     = "LLMAUTH_TEST_REQUIRE_RACE"
+
+	defaultTimeout = "20m"
+	// childGrace is how long a child gets to exit after it was asked to
+	// stop before it is killed.
+	childGrace = 10 * time.Second
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run does everything and returns the exit status.
+func run(extra []string) int {
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	go func() {
+		<-ctx.Done()
+		// A second signal kills us the usual way; a throwaway server
+		// shuts itself down when we die.
+		stopSignals()
+	}()
+
+	env := os.Environ()
+	pgSkipped := false
+	switch url, stop, err := ensurePostgres(ctx); {
+	case err != nil && required(envRequirePostgres):
+		logf("%v", err)
+		logf("FAILED: PostgreSQL is required (%s=1)", envRequirePostgres)
+		return 1
+	case err != nil:
+		loud(fmt.Sprintf("%v", err),
+			"",
+			"THE POSTGRESQL TESTS WILL BE SKIPPED.",
+			fmt.Sprintf("Set %s=1 to make this a failure.", envRequirePostgres))
+		pgSkipped = true
+	default:
+		env = append(env, envDatabaseURL+"="+url)
+		if stop != nil {
+			defer func() {
+				if err := stop(); err != nil {
+					logf("stopping the throwaway PostgreSQL: %v", err)
+				}
+			}()
+		}
+	}
+	if ctx.Err() != nil {
+		logf("interrupted")
+		return 1
+	}
+
+	race, err := raceAvailable(ctx, env)
+	switch {
+	case err != nil && required(envRequireRace):
+		logf("%v", err)
+		logf("FAILED: the race detector is required (%s=1)", envRequireRace)
+		return 1
+	case err != nil:
+		loud(fmt.Sprintf("%v", err),
+			"",
+			"THE TESTS WILL RUN WITHOUT THE RACE DETECTOR.",
+			fmt.Sprintf("Set %s=1 to make this a failure.", envRequireRace))
+	}
+
+	flags, pkgs := splitArgs(extra)
+	if code := runGo(ctx, env, append([]string{"vet"}, vetPackages(pkgs)...)...); code != 0 {
+		logf("FAILED: go vet exited with status %d", code)
+		return code
+	}
+	testArgs := []string{"test"}
+	if race {
+		testArgs = append(testArgs, "-race")
+	}
+	testArgs = append(testArgs, "-count=1")
+	if !hasTimeout(extra) {
+		testArgs = append(testArgs, "-timeout="+defaultTimeout)
+	}
+	testArgs = append(testArgs, flags...)
+	testArgs = append(testArgs, pkgs...)
+	code := runGo(ctx, env, testArgs...)
+	if code != 0 {
+		logf("FAILED: go test exited with status %d", code)
+	}
+	if !race && err != nil {
+		loud("Reminder: the tests ran WITHOUT the race detector.")
+	}
+	if pgSkipped {
+		loud("Reminder: the PostgreSQL tests were SKIPPED: no PostgreSQL server.")
+	}
+	if code == 0 {
+		logf("ok")
+	}
+	return code
+}
+
+// ensurePostgres returns the URL of a PostgreSQL server that answers: the
+// configured one, or a throwaway one, which stop shuts down (stop is nil
+// for the configured server). The error explains what is missing.
+func ensurePostgres(ctx context.Context) (url string, stop func() error, err error) {
+	url = pgtest.ServerURL()
+	perr := ping(ctx, url)
+	if perr == nil {
+		logf("using PostgreSQL at %s", redact(url))
+		return url, nil, nil
+	}
+	logf("no usable PostgreSQL at %s (%v); starting a throwaway server", redact(url), perr)
+	srv, stop, err := pgtest.Launch(ctx, logf)
+	if errors.Is(err, pgtest.ErrNoBinaries) {
+		return "", nil, fmt.Errorf("%w\n"+
+			"To run the PostgreSQL tests, install PostgreSQL (the server binaries need not be running):\n"+
+			"    Debian/Ubuntu:  apt-get install postgresql\n"+
+			"    macOS:          brew install postgresql@16\n"+
+			"or point %s at a server.", err, envDatabaseURL)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("could not start a throwaway PostgreSQL: %w", err)
+	}
+	logf("the tests use the throwaway PostgreSQL at %s", srv.URL())
+	return srv.URL(), stop, nil
+}
+
+// ping reports whether the server at url accepts a connection.
+func ping(ctx context.Context, url string) error {
+	db, err := sql.Open("postgres", url)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return db.PingContext(ctx)
+}
+
+// raceAvailable reports whether go test -race can work here: it needs cgo
+// and a C compiler. The error says why not.
+func raceAvailable(ctx context.Context, env []string) (bool, error) {
+	cgo, err := goEnv(ctx, env, "CGO_ENABLED")
+	if err != nil {
+		return false, err
+	}
+	if cgo != "1" {
+		return false, fmt.Errorf("the race detector needs cgo, but go env CGO_ENABLED is %q "+
+			"(the go command turns cgo off when it finds no C compiler; install gcc or clang)", cgo)
+	}
+	cc, err := goEnv(ctx, env, "CC")
+	if err != nil {
+		return false, err
+	}
+	fields := strings.Fields(cc)
+	if len(fields) == 0 {
+		return false, errors.New("the race detector needs a C compiler, but go env CC is empty")
+	}
+	if _, err := exec.LookPath(fields[0]); err != nil {
+		return false, fmt.Errorf("the race detector needs a C compiler, but go env CC is %q: %w (install gcc or clang)", cc, err)
+	}
+	return true, nil
+}
+
+// goEnv returns the value of one go env variable.
+func goEnv(ctx context.Context, env []string, name string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "env", name)
+	cmd.Env = env
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go env %s: %w", name, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// splitArgs splits the extra arguments into go test flags and package
+// patterns: flags come first; if the first argument is not a flag, all
+// are patterns (go test accepts flags after the patterns too).
+func splitArgs(extra []string) (flags, pkgs []string) {
+	if len(extra) > 0 && !strings.HasPrefix(extra[0], "-") {
+		return nil, extra
+	}
+	return extra, []string{"./..."}
+}
+
+// vetPackages returns the leading package patterns, leaving out any test
+// flags that follow them.
+func vetPackages(pkgs []string) []string {
+	for i, p := range pkgs {
+		if strings.HasPrefix(p, "-") {
+			return pkgs[:i]
+		}
+	}
+	return pkgs
+}
+
+// hasTimeout reports whether the arguments set go test's timeout.
+func hasTimeout(args []string) bool {
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && (name == "timeout" || name == "test.timeout") {
+			return true
+		}
+	}
+	return false
+}
+
+// runGo runs the go command with args, streaming its output, and returns
+// its exit status (1 when it has none). On a signal the child is
+// interrupted, then killed after childGrace.
+func runGo(ctx context.Context, env []string, args ...string) int {
+	logf("running: go %s", strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = childGrace
+	err := cmd.Run()
+	if err == nil {
+		return 0
+	}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() > 0 {
+		return exit.ExitCode()
+	}
+	logf("go %s: %v", args[0], err)
+	return 1
+}
+
+// required reports whether the environment variable name is set to 1.
+func required(name string) bool { return os.Getenv(name) == "1" }
+
+// logf prints one line of the runner's own chatter to stderr.
+func logf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	for line := range strings.SplitSeq(msg, "\n") {
+		fmt.Fprintf(os.Stderr, "testrun: %s\n", line)
+	}
+}
+
+// loud prints lines in a banner that is hard to miss.
+func loud(lines ...string) {
+	bar := strings.Repeat("!", 72)
+	logf("%s", bar)
+	for _, l := range lines {
+		for line := range strings.SplitSeq(l, "\n") {
+			logf("!!! %s", line)
+		}
+	}
+	logf("%s", bar)
+}
+
+// redact hides the password in a database URL.
+func redact(raw string) string {
+	if u, err := neturl.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable URL)"
+}

@@ -1,0 +1,398 @@
+package keystore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/llmauth/llmauth/internal/pgtest"
+	"github.com/llmauth/llmauth/internal/storetest"
+	"github.com/llmauth/llmauth/keystore"
+)
+
+// cachedHarness is the cache over the SQL store, kept current by a watcher
+// that the suite drives synchronously through Sync.
+func cachedHarness(url func(testing.TB) string) storetest.Factory {
+	raw := rawHarness(url)
+	return func(t *testing.T, clock *storetest.Clock) storetest.Harness {
+		h := raw(t, clock)
+		c, err := keystore.NewCache(h.Admin, keystore.CacheOptions{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		w, err := keystore.NewWatcher(h.Admin, c, keystore.WatcherOptions{PollInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = w.Close() })
+		h.Decider = c
+		h.Sync = func(t testing.TB) {
+			t.Helper()
+			if err := w.Poll(context.Background()); err != nil {
+				t.Fatalf("Poll: %v", err)
+			}
+		}
+		return h
+	}
+}
+
+func TestCacheConformanceSQLite(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, cachedHarness(sqliteURL))
+}
+
+func TestCacheConformancePostgres(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, cachedHarness(pgtest.NewDatabase))
+}
+
+// spy counts the calls that reach the real store and can hold them.
+type spy struct {
+	keystore.Store
+	states, verifies atomic.Int32
+	gate             chan struct{} // when set, calls wait for it to close
+	fail             atomic.Bool   // when set, calls fail as unavailable
+}
+
+func (s *spy) ClientState(ctx context.Context, client string) (keystore.ClientState, error) {
+	s.states.Add(1)
+	if err := s.hold(ctx); err != nil {
+		return keystore.ClientState{}, err
+	}
+	return s.Store.ClientState(ctx, client)
+}
+
+func (s *spy) Verify(ctx context.Context, client string, tok keystore.Token) (keystore.Principal, error) {
+	s.verifies.Add(1)
+	if err := s.hold(ctx); err != nil {
+		return keystore.Principal{}, err
+	}
+	return s.Store.Verify(ctx, client, tok)
+}
+
+func (s *spy) hold(ctx context.Context) error {
+	if s.fail.Load() {
+		return fmt.Errorf("spy: %w: database down", keystore.ErrUnavailable)
+	}
+	if s.gate != nil {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return fmt.Errorf("spy: %w: %w", keystore.ErrUnavailable, ctx.Err())
+		}
+	}
+	return nil
+}
+
+type fixture struct {
+	store *keystore.SQLStore
+	spy   *spy
+	clock *storetest.Clock
+	key   keystore.NewKey
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	h := rawHarness(sqliteURL)(t, clock)
+	ctx := context.Background()
+	for _, n := range []string{"open", "locked"} {
+		if _, err := h.Admin.CreateClient(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exp := clock.Now().Add(time.Hour)
+	k, err := h.Admin.CreateKey(ctx, "locked", keystore.KeySpec{ExpiresAt: &exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{store: h.Admin, spy: &spy{Store: h.Admin}, clock: clock, key: k}
+}
+
+func (f *fixture) cache(t *testing.T, opts keystore.CacheOptions) *keystore.Cache {
+	t.Helper()
+	opts.Now = f.clock.Now
+	c, err := keystore.NewCache(f.spy, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestCacheTTL(t *testing.T) {
+	f := newFixture(t)
+	c := f.cache(t, keystore.CacheOptions{TTL: 30 * time.Second})
+	ctx := context.Background()
+	steps := []struct {
+		advance                 time.Duration
+		wantStates, wantVerifie int32
+	}{
+		{0, 1, 1},                // miss, miss
+		{29 * time.Second, 1, 1}, // inside TTL: hits
+		{time.Second, 2, 2},      // TTL reached: asked again
+		{time.Second, 2, 2},      // fresh again
+	}
+	for i, s := range steps {
+		f.clock.Advance(s.advance)
+		st, err := c.ClientState(ctx, "locked")
+		if err != nil || !st.RequiresKey {
+			t.Fatalf("step %d: ClientState = %+v, %v", i, st, err)
+		}
+		if _, err := c.Verify(ctx, "locked", f.key.Token); err != nil {
+			t.Fatalf("step %d: Verify: %v", i, err)
+		}
+		if got := f.spy.states.Load(); got != s.wantStates {
+			t.Fatalf("step %d: %d ClientState calls reached the store, want %d", i, got, s.wantStates)
+		}
+		if got := f.spy.verifies.Load(); got != s.wantVerifie {
+			t.Fatalf("step %d: %d Verify calls reached the store, want %d", i, got, s.wantVerifie)
+		}
+	}
+}
+
+func TestCacheExpiryBeatsTTL(t *testing.T) {
+	f := newFixture(t)
+	c := f.cache(t, keystore.CacheOptions{TTL: 24 * time.Hour})
+	ctx := context.Background()
+	if _, err := c.Verify(ctx, "locked", f.key.Token); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Hour - time.Nanosecond)
+	if _, err := c.Verify(ctx, "locked", f.key.Token); err != nil {
+		t.Fatalf("just before expiry: %v", err)
+	}
+	f.clock.Advance(time.Nanosecond)
+	if _, err := c.Verify(ctx, "locked", f.key.Token); !errors.Is(err, keystore.ErrInvalidToken) {
+		t.Fatalf("at expires_at: %v, want ErrInvalidToken", err)
+	}
+	if got := f.spy.verifies.Load(); got != 1 {
+		t.Fatalf("%d store calls, want 1: expiry is decided from the cached entry", got)
+	}
+	if st, err := c.ClientState(ctx, "locked"); err != nil || !st.RequiresKey {
+		t.Fatalf("expired key opened the client: %+v, %v", st, err)
+	}
+}
+
+func TestCacheNegativeCap(t *testing.T) {
+	f := newFixture(t)
+	const limit = 10
+	c := f.cache(t, keystore.CacheOptions{MaxNegative: limit, NegativeTTL: time.Minute})
+	ctx := context.Background()
+	names := make([]string, 3*limit)
+	for i := range names {
+		names[i] = fmt.Sprintf("ghost-%d", i)
+	}
+	for round := range 2 {
+		for _, n := range names {
+			if _, err := c.ClientState(ctx, n); !errors.Is(err, keystore.ErrUnknownClient) {
+				t.Fatalf("ClientState(%s) = %v", n, err)
+			}
+		}
+		want := int32(len(names) * (round + 1))
+		if round == 1 {
+			want -= limit // exactly the capped number was remembered
+		}
+		if got := f.spy.states.Load(); got != want {
+			t.Fatalf("round %d: %d store calls, want %d", round, got, want)
+		}
+	}
+	// Names that cannot be client names never reach the store or memory.
+	for _, junk := range []string{"", "UPPER", "../etc", "a\x00b", string(make([]byte, 100))} {
+		if _, err := c.ClientState(ctx, junk); !errors.Is(err, keystore.ErrUnknownClient) {
+			t.Fatalf("ClientState(%q) = %v", junk, err)
+		}
+	}
+	if got := f.spy.states.Load(); got != int32(2*len(names)-limit) {
+		t.Fatalf("junk names reached the store: %d calls", got)
+	}
+
+	// Invalid tokens: same cap.
+	var tokens []keystore.Token
+	for range 3 * limit {
+		k, err := f.store.CreateKey(ctx, "open", keystore.KeySpec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, k.Token) // valid for "open", not for "locked"
+	}
+	for range 2 {
+		for _, tok := range tokens {
+			if _, err := c.Verify(ctx, "locked", tok); !errors.Is(err, keystore.ErrInvalidToken) {
+				t.Fatalf("Verify(other client's key) = %v", err)
+			}
+		}
+	}
+	if got := f.spy.verifies.Load(); got != int32(2*len(tokens)-limit) {
+		t.Fatalf("%d Verify calls reached the store, want %d", got, 2*len(tokens)-limit)
+	}
+}
+
+func TestCacheSingleflight(t *testing.T) {
+	f := newFixture(t)
+	f.spy.gate = make(chan struct{})
+	c := f.cache(t, keystore.CacheOptions{})
+	ctx := context.Background()
+	const callers = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*callers)
+	for range callers {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, err := c.ClientState(ctx, "locked")
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			_, err := c.Verify(ctx, "locked", f.key.Token)
+			errs <- err
+		}()
+	}
+	// Let every caller reach the gate, then open it.
+	deadline := time.Now().Add(5 * time.Second)
+	for (f.spy.states.Load() < 1 || f.spy.verifies.Load() < 1) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(f.spy.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s, v := f.spy.states.Load(), f.spy.verifies.Load(); s != 1 || v != 1 {
+		t.Fatalf("%d concurrent misses made %d ClientState and %d Verify store calls, want 1 each", callers, s, v)
+	}
+}
+
+func TestCacheCallerDeadline(t *testing.T) {
+	f := newFixture(t)
+	f.spy.gate = make(chan struct{}) // the store hangs
+	defer close(f.spy.gate)
+	c := f.cache(t, keystore.CacheOptions{FetchTimeout: time.Minute})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.ClientState(ctx, "locked")
+	if !errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("hanging store: %v, want ErrUnavailable", err)
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Fatalf("caller waited %v past its deadline", waited)
+	}
+}
+
+func TestCacheInvalidationDuringFill(t *testing.T) {
+	f := newFixture(t)
+	f.spy.gate = make(chan struct{})
+	c := f.cache(t, keystore.CacheOptions{})
+	ctx := context.Background()
+	done := make(chan error)
+	go func() {
+		_, err := c.ClientState(ctx, "locked")
+		done <- err
+	}()
+	for f.spy.states.Load() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	// The change lands while the read is in flight.
+	c.Flush()
+	close(f.spy.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ClientState(ctx, "locked"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.spy.states.Load(); got != 2 {
+		t.Fatalf("a result read before an invalidation was cached: %d store calls, want 2", got)
+	}
+}
+
+func TestCacheStaleIfError(t *testing.T) {
+	tests := []struct {
+		name         string
+		staleIfError time.Duration
+		age          time.Duration
+		wantErr      error
+	}{
+		{"off: past TTL the outage shows", 0, 31 * time.Second, keystore.ErrUnavailable},
+		{"inside TTL: served", 0, 10 * time.Second, nil},
+		{"on: inside the window", time.Minute, 80 * time.Second, nil},
+		{"on: past the window", time.Minute, 91 * time.Second, keystore.ErrUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			var stale atomic.Int32
+			c := f.cache(t, keystore.CacheOptions{TTL: 30 * time.Second, StaleIfError: tt.staleIfError, Observer: staleCounter{&stale}})
+			ctx := context.Background()
+			if _, err := c.ClientState(ctx, "locked"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Verify(ctx, "locked", f.key.Token); err != nil {
+				t.Fatal(err)
+			}
+			f.spy.fail.Store(true)
+			f.clock.Advance(tt.age)
+			_, err1 := c.ClientState(ctx, "locked")
+			_, err2 := c.Verify(ctx, "locked", f.key.Token)
+			for _, err := range []error{err1, err2} {
+				if (tt.wantErr == nil) != (err == nil) || (err != nil && !errors.Is(err, tt.wantErr)) {
+					t.Fatalf("got %v, want %v", err, tt.wantErr)
+				}
+			}
+			wantStale := int32(0)
+			if tt.wantErr == nil && tt.age >= 30*time.Second {
+				wantStale = 2
+			}
+			if stale.Load() != wantStale {
+				t.Fatalf("stale serves counted %d, want %d", stale.Load(), wantStale)
+			}
+			// An invalidated entry is never served stale.
+			c.Flush()
+			if _, err := c.ClientState(ctx, "locked"); !errors.Is(err, keystore.ErrUnavailable) {
+				t.Fatalf("after Flush during outage: %v, want ErrUnavailable", err)
+			}
+		})
+	}
+}
+
+type staleCounter struct{ n *atomic.Int32 }
+
+func (s staleCounter) CacheLookup(string, bool)               {}
+func (s staleCounter) StaleServed(string)                     { s.n.Add(1) }
+func (s staleCounter) Invalidated(string)                     {}
+func (s staleCounter) StoreCall(string, time.Duration, error) {}
+
+func TestCacheCloseLeaksNothing(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	// Registered first, so it runs last: after the database pool is closed.
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	f := newFixture(t)
+	c, err := keystore.NewCache(f.spy, keystore.CacheOptions{CleanupInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ClientState(context.Background(), "open"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close() // twice is fine
+}

@@ -1,0 +1,117 @@
+package keystore
+
+import (
+	"regexp"
+	"time"
+)
+
+// clientNamePattern is the one rule for client names, shared with the CHECK
+// constraints in the migrations.
+var clientNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidClientName reports whether name is a well-formed client name:
+// ^[a-z0-9][a-z0-9-]{0,62}$.
+func ValidClientName(name string) bool { return clientNamePattern.MatchString(name) }
+
+// Client is an LLM client: a bot endpoint that keys may protect.
+type Client struct {
+	ID        int64     `json:"id" db:"id"`
+	Name      string    `json:"name" db:"name"`
+	CreatedAt time.Time `json:"created_at" db:"created_at"`
+	UpdatedAt time.Time `json:"updated_at" db:"updated_at"`
+}
+
+// ClientSummary is a client with its key counts, as listings show it.
+type ClientSummary struct {
+	Client
+	// RequiresKey is true while at least one linked key is active.
+	RequiresKey bool `json:"requires_key" db:"requires_key"`
+	// ActiveKeys counts linked keys that are active (expired ones included:
+	// they keep the client locked).
+	ActiveKeys int `json:"active_keys" db:"active_keys"`
+	// Keys counts all linked keys.
+	Keys int `json:"keys" db:"keys"`
+}
+
+// ClientState is what the middleware needs to know about a client on every
+// request.
+type ClientState struct {
+	ID   int64
+	Name string
+	// RequiresKey is HasActiveAPIKey: at least one linked key is active.
+	// Expiry does not count, so a client whose keys all expired stays
+	// locked rather than opening to anonymous callers.
+	RequiresKey bool
+}
+
+// KeyState names where a key stands.
+type KeyState string
+
+// Key states.
+const (
+	KeyActive  KeyState = "active"
+	KeyExpired KeyState = "expired"
+	KeyRevoked KeyState = "revoked"
+)
+
+// APIKey describes a key without its secret: neither plaintext nor digest
+// ever leaves the store.
+type APIKey struct {
+	ID     int64  `json:"id"`
+	Client string `json:"client"`
+	// Prefix is the token's public start (prefix and lookup id), enough to
+	// recognise a key in a listing.
+	Prefix      string     `json:"prefix"`
+	Name        string     `json:"name"`
+	Description string     `json:"description"`
+	Active      bool       `json:"active"`
+	State       KeyState   `json:"state"`
+	ExpiresAt   *time.Time `json:"expires_at"`
+	LastUsedAt  *time.Time `json:"last_used_at"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+}
+
+// NewKey is a freshly created key and its token. The token's plaintext
+// exists only here: store it or show it now, it cannot be recovered.
+type NewKey struct {
+	APIKey
+	Token Token `json:"-"`
+}
+
+// KeySpec describes a key to create.
+type KeySpec struct {
+	// Name is a label for people, at most 200 characters. Optional.
+	Name string
+	// Description is free text, at most 1000 characters. Optional.
+	Description string
+	// ExpiresAt, when set, must lie in the future. After it the key no
+	// longer authenticates, but it still counts as active: the client stays
+	// locked until the key is revoked or a new one is created.
+	ExpiresAt *time.Time
+}
+
+// RotateSpec describes a rotation.
+type RotateSpec struct {
+	// Grace, when positive, makes the old key expire that long after the
+	// rotation (or at its own expiry, if sooner). Zero leaves the old key
+	// valid until it is revoked.
+	Grace time.Duration
+}
+
+// Principal is the identity a valid token proves.
+type Principal struct {
+	KeyID     int64
+	KeyName   string
+	ClientID  int64
+	Client    string
+	ExpiresAt *time.Time
+}
+
+// Change is one row of the change log that triggers write.
+type Change struct {
+	ID       int64
+	Source   string // "client", "key", "link" or "flush"
+	ClientID int64  // 0 when none
+	KeyID    int64  // 0 when none
+}

@@ -1,0 +1,91 @@
+package keystore
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"    // registers "postgres"
+	_ "modernc.org/sqlite" // registers "sqlite", pure Go
+)
+
+// DefaultSQLitePath is the embedded default database file.
+const DefaultSQLitePath = "llmauth.db"
+
+// Open connects to the database a URL names and checks that it answers:
+//
+//	postgres://… or postgresql://…   PostgreSQL through lib/pq
+//	sqlite:PATH or file:PATH          a SQLite file (pure Go driver)
+//
+// SQLite files are opened in WAL mode with foreign keys on, a busy timeout
+// and immediate write transactions, so several processes can share one
+// file. The caller closes the returned pool.
+func Open(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
+	driver, dsn, err := parseDatabaseURL(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlx.Open(driver, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: open: %w", err)
+	}
+	if driver == "postgres" {
+		db.SetMaxOpenConns(20)
+		db.SetMaxIdleConns(10)
+	} else {
+		db.SetMaxOpenConns(8)
+		db.SetMaxIdleConns(8)
+	}
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		_ = db.Close()
+		return nil, unavailable("open", err)
+	}
+	return db, nil
+}
+
+// RedactURL returns databaseURL with any password replaced, for logs.
+func RedactURL(databaseURL string) string {
+	u, err := url.Parse(databaseURL)
+	if err != nil || u.User == nil {
+		return databaseURL
+	}
+	return u.Redacted()
+}
+
+func parseDatabaseURL(raw string) (driver, dsn string, err error) {
+	switch {
+	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
+		if _, err := url.Parse(raw); err != nil {
+			return "", "", fmt.Errorf("%w: database url: %w", ErrInvalidInput, err)
+		}
+		return "postgres", raw, nil
+	case strings.HasPrefix(raw, "sqlite:"), strings.HasPrefix(raw, "file:"):
+		path := raw[strings.IndexByte(raw, ':')+1:]
+		path = strings.TrimPrefix(path, "//")
+		if path == "" {
+			return "", "", fmt.Errorf("%w: database url %q names no file", ErrInvalidInput, raw)
+		}
+		if strings.ContainsAny(path, "?#") {
+			return "", "", fmt.Errorf("%w: database url: a SQLite path may not contain '?' or '#'", ErrInvalidInput)
+		}
+		return "sqlite", sqliteDSN(path), nil
+	}
+	return "", "", fmt.Errorf("%w: database url must start with postgres://, postgresql://, sqlite: or file:", ErrInvalidInput)
+}
+
+// sqliteDSN builds the driver's DSN for a file path.
+func sqliteDSN(path string) string {
+	v := url.Values{}
+	v.Add("_pragma", "foreign_keys(1)")
+	v.Add("_pragma", "busy_timeout(10000)")
+	v.Add("_pragma", "journal_mode(WAL)")
+	v.Set("_txlock", "immediate")
+	v.Set("_time_format", "sqlite")
+	return "file:" + strings.ReplaceAll(path, "%", "%25") + "?" + v.Encode()
+}

@@ -1,0 +1,703 @@
+package keystore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+type dialect string
+
+const (
+	dialectPostgres dialect = "postgres"
+	dialectSQLite   dialect = "sqlite"
+)
+
+func dialectOf(db *sqlx.DB) (dialect, error) {
+	switch db.DriverName() {
+	case "postgres":
+		return dialectPostgres, nil
+	case "sqlite":
+		return dialectSQLite, nil
+	}
+	return "", fmt.Errorf("%w: unsupported database driver %q (want postgres or sqlite)", ErrInvalidInput, db.DriverName())
+}
+
+const (
+	maxKeyNameLen        = 200
+	maxKeyDescriptionLen = 1000
+)
+
+// Options configures a [SQLStore]. The zero value is ready to use.
+type Options struct {
+	// QueryTimeout bounds every call, on top of the caller's context.
+	// Default: 2s.
+	QueryTimeout time.Duration
+	// Now is the store's clock, used for timestamps and expiry.
+	// Default: time.Now.
+	Now func() time.Time
+}
+
+// SQLStore keeps clients and keys in PostgreSQL or SQLite through sqlx. It
+// is safe for concurrent use.
+type SQLStore struct {
+	db      *sqlx.DB
+	dialect dialect
+	timeout time.Duration
+	now     func() time.Time
+}
+
+// NewSQLStore returns a store over db, which must already be migrated (see
+// [Migrate]).
+func NewSQLStore(db *sqlx.DB, opts Options) (*SQLStore, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: nil database", ErrInvalidInput)
+	}
+	d, err := dialectOf(db)
+	if err != nil {
+		return nil, err
+	}
+	if opts.QueryTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative query timeout", ErrInvalidInput)
+	}
+	if opts.QueryTimeout == 0 {
+		opts.QueryTimeout = 2 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &SQLStore{db: db, dialect: d, timeout: opts.QueryTimeout, now: opts.Now}, nil
+}
+
+// DB returns the underlying pool.
+func (s *SQLStore) DB() *sqlx.DB { return s.db }
+
+// IsPostgres reports whether the store runs on PostgreSQL.
+func (s *SQLStore) IsPostgres() bool { return s.dialect == dialectPostgres }
+
+func (s *SQLStore) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// stamp is the store's notion of now, at the precision both databases keep.
+func (s *SQLStore) stamp() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+func (s *SQLStore) q(query string) string { return s.db.Rebind(query) }
+
+// Ping reports whether the database answers.
+func (s *SQLStore) Ping(ctx context.Context) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := s.db.PingContext(ctx); err != nil {
+		return unavailable("ping", err)
+	}
+	var one int
+	if err := s.db.GetContext(ctx, &one, "SELECT 1"); err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+func checkName(name string) error {
+	if !ValidClientName(name) {
+		return fmt.Errorf("%w: %q must match ^[a-z0-9][a-z0-9-]{0,62}$", ErrInvalidName, truncateForMessage(name))
+	}
+	return nil
+}
+
+// truncateForMessage keeps an error message about a bad name short.
+func truncateForMessage(s string) string {
+	const limit = 70
+	if len(s) <= limit {
+		return s
+	}
+	return s[:limit] + "…"
+}
+
+func checkLabel(field, v string, limit int) error {
+	switch {
+	case !utf8.ValidString(v):
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidInput, field)
+	case utf8.RuneCountInString(v) > limit:
+		return fmt.Errorf("%w: %s longer than %d characters", ErrInvalidInput, field, limit)
+	case strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Errorf("%w: %s contains control characters", ErrInvalidInput, field)
+	}
+	return nil
+}
+
+// isUniqueViolation reports whether err is a unique-constraint failure.
+func isUniqueViolation(err error) bool {
+	var pe *pq.Error
+	if errors.As(err, &pe) {
+		return pe.Code == "23505"
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// CreateClient creates a client with no keys: open to anonymous callers.
+func (s *SQLStore) CreateClient(ctx context.Context, name string) (Client, error) {
+	if err := checkName(name); err != nil {
+		return Client{}, err
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	now := s.stamp()
+	c := Client{Name: name, CreatedAt: now, UpdatedAt: now}
+	err := s.db.GetContext(ctx, &c.ID,
+		s.q(`INSERT INTO llm_clients (name, created_at, updated_at) VALUES (?, ?, ?) RETURNING id`),
+		name, now, now)
+	switch {
+	case isUniqueViolation(err):
+		return Client{}, fmt.Errorf("%w: %q", ErrClientExists, name)
+	case err != nil:
+		return Client{}, unavailable("create client", err)
+	}
+	return c, nil
+}
+
+// GetClient returns the client called name.
+func (s *SQLStore) GetClient(ctx context.Context, name string) (Client, error) {
+	if err := checkName(name); err != nil {
+		return Client{}, err
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var c Client
+	err := s.db.GetContext(ctx, &c, s.q(`SELECT id, name, created_at, updated_at FROM llm_clients WHERE name = ?`), name)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Client{}, fmt.Errorf("%w: %q", ErrUnknownClient, name)
+	case err != nil:
+		return Client{}, unavailable("get client", err)
+	}
+	return c, nil
+}
+
+// ListClients returns every client, by name, with its key counts.
+func (s *SQLStore) ListClients(ctx context.Context) ([]ClientSummary, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var out []ClientSummary
+	err := s.db.SelectContext(ctx, &out, `
+SELECT c.id, c.name, c.created_at, c.updated_at,
+       COUNT(k.id) AS keys,
+       COUNT(CASE WHEN k.is_active THEN 1 END) AS active_keys,
+       COUNT(CASE WHEN k.is_active THEN 1 END) > 0 AS requires_key
+FROM llm_clients c
+LEFT JOIN llm_client_api_keys ck ON ck.llm_client_id = c.id
+LEFT JOIN api_keys k ON k.id = ck.api_key_id
+GROUP BY c.id, c.name, c.created_at, c.updated_at
+ORDER BY c.name`)
+	if err != nil {
+		return nil, unavailable("list clients", err)
+	}
+	if out == nil {
+		out = []ClientSummary{}
+	}
+	return out, nil
+}
+
+// DeleteClient deletes a client, its links and every key linked to no
+// other client, in one transaction.
+func (s *SQLStore) DeleteClient(ctx context.Context, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	return s.inTx(ctx, "delete client", func(ctx context.Context, tx *sqlx.Tx) error {
+		var id int64
+		err := tx.GetContext(ctx, &id, s.q(`SELECT id FROM llm_clients WHERE name = ?`), name)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %q", ErrUnknownClient, name)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`
+DELETE FROM api_keys WHERE id IN (
+    SELECT ck.api_key_id FROM llm_client_api_keys ck
+    WHERE ck.llm_client_id = ?
+      AND NOT EXISTS (SELECT 1 FROM llm_client_api_keys o
+                      WHERE o.api_key_id = ck.api_key_id AND o.llm_client_id <> ck.llm_client_id))`), id); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, s.q(`DELETE FROM llm_clients WHERE id = ?`), id)
+		return err
+	})
+}
+
+// inTx runs fn in a transaction; errors that are not already one of the
+// package's sentinels are reported as ErrUnavailable.
+func (s *SQLStore) inTx(ctx context.Context, op string, fn func(context.Context, *sqlx.Tx) error) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return unavailable(op, err)
+	}
+	if err := fn(ctx, tx); err != nil {
+		_ = tx.Rollback()
+		if isDomainError(err) {
+			return err
+		}
+		return unavailable(op, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return unavailable(op, err)
+	}
+	return nil
+}
+
+func isDomainError(err error) bool {
+	for _, target := range []error{ErrInvalidName, ErrInvalidInput, ErrClientExists, ErrUnknownClient, ErrKeyNotFound, ErrInvalidToken, ErrUnavailable} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyRow is an api_keys row as queries return it.
+type keyRow struct {
+	ID          int64        `db:"id"`
+	Client      string       `db:"client"`
+	LookupID    string       `db:"lookup_id"`
+	Name        string       `db:"name"`
+	Description string       `db:"description"`
+	Active      bool         `db:"is_active"`
+	ExpiresAt   sql.NullTime `db:"expires_at"`
+	LastUsedAt  sql.NullTime `db:"last_used_at"`
+	CreatedAt   time.Time    `db:"created_at"`
+	UpdatedAt   time.Time    `db:"updated_at"`
+}
+
+func timePtr(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	u := t.Time.UTC()
+	return &u
+}
+
+func (r keyRow) apiKey(now time.Time) APIKey {
+	k := APIKey{
+		ID:          r.ID,
+		Client:      r.Client,
+		Prefix:      TokenPrefix + r.LookupID,
+		Name:        r.Name,
+		Description: r.Description,
+		Active:      r.Active,
+		ExpiresAt:   timePtr(r.ExpiresAt),
+		LastUsedAt:  timePtr(r.LastUsedAt),
+		CreatedAt:   r.CreatedAt.UTC(),
+		UpdatedAt:   r.UpdatedAt.UTC(),
+	}
+	switch {
+	case !k.Active:
+		k.State = KeyRevoked
+	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
+		k.State = KeyExpired
+	default:
+		k.State = KeyActive
+	}
+	return k
+}
+
+const keyColumns = `k.id, k.lookup_id, k.name, k.description, k.is_active, k.expires_at, k.last_used_at, k.created_at, k.updated_at`
+
+// CreateKey creates a key linked to client and returns it with its token,
+// the only time the plaintext exists. The key and its link are written in
+// one transaction.
+func (s *SQLStore) CreateKey(ctx context.Context, client string, spec KeySpec) (NewKey, error) {
+	if err := checkName(client); err != nil {
+		return NewKey{}, err
+	}
+	if err := checkLabel("key name", spec.Name, maxKeyNameLen); err != nil {
+		return NewKey{}, err
+	}
+	if err := checkLabel("key description", spec.Description, maxKeyDescriptionLen); err != nil {
+		return NewKey{}, err
+	}
+	now := s.stamp()
+	var expires *time.Time
+	if spec.ExpiresAt != nil {
+		e := spec.ExpiresAt.UTC().Truncate(time.Microsecond)
+		if !e.After(now) {
+			return NewKey{}, fmt.Errorf("%w: expiry %s is not in the future", ErrInvalidInput, e.Format(time.RFC3339))
+		}
+		expires = &e
+	}
+	var out NewKey
+	err := s.inTx(ctx, "create key", func(ctx context.Context, tx *sqlx.Tx) error {
+		var clientID int64
+		err := tx.GetContext(ctx, &clientID, s.q(`SELECT id FROM llm_clients WHERE name = ?`), client)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %q", ErrUnknownClient, client)
+		}
+		if err != nil {
+			return err
+		}
+		out, err = s.insertKey(ctx, tx, clientID, client, spec.Name, spec.Description, expires, now)
+		return err
+	})
+	return out, err
+}
+
+// insertKey writes a new key row and its link inside tx.
+func (s *SQLStore) insertKey(ctx context.Context, tx *sqlx.Tx, clientID int64, client, name, description string, expires *time.Time, now time.Time) (NewKey, error) {
+	tok, err := newToken()
+	if err != nil {
+		return NewKey{}, err
+	}
+	var id int64
+	err = tx.GetContext(ctx, &id, s.q(`
+INSERT INTO api_keys (lookup_id, secret_digest, name, description, is_active, expires_at, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+		tok.LookupID(), tok.Digest().String(), name, description, true, expires, now, now)
+	if err != nil {
+		// A lookup-id collision (71 random bits) surfaces here as a unique
+		// violation; it is retried by no one because it does not happen.
+		return NewKey{}, err
+	}
+	if _, err := tx.ExecContext(ctx, s.q(`
+INSERT INTO llm_client_api_keys (llm_client_id, api_key_id, created_at, updated_at) VALUES (?, ?, ?, ?)`),
+		clientID, id, now, now); err != nil {
+		return NewKey{}, err
+	}
+	return NewKey{
+		APIKey: APIKey{
+			ID: id, Client: client, Prefix: TokenPrefix + tok.LookupID(), Name: name, Description: description,
+			Active: true, State: KeyActive, ExpiresAt: expires, CreatedAt: now, UpdatedAt: now,
+		},
+		Token: tok,
+	}, nil
+}
+
+// ListKeys returns the keys linked to client, oldest first.
+func (s *SQLStore) ListKeys(ctx context.Context, client string) ([]APIKey, error) {
+	if err := checkName(client); err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var exists bool
+	if err := s.db.GetContext(ctx, &exists, s.q(`SELECT EXISTS (SELECT 1 FROM llm_clients WHERE name = ?)`), client); err != nil {
+		return nil, unavailable("list keys", err)
+	}
+	if !exists {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownClient, client)
+	}
+	var rows []keyRow
+	err := s.db.SelectContext(ctx, &rows, s.q(`
+SELECT c.name AS client, `+keyColumns+`
+FROM llm_clients c
+JOIN llm_client_api_keys ck ON ck.llm_client_id = c.id
+JOIN api_keys k ON k.id = ck.api_key_id
+WHERE c.name = ?
+ORDER BY k.id`), client)
+	if err != nil {
+		return nil, unavailable("list keys", err)
+	}
+	now := s.stamp()
+	out := make([]APIKey, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, r.apiKey(now))
+	}
+	return out, nil
+}
+
+// GetKey returns one key. Its Client is the first client it was linked to.
+func (s *SQLStore) GetKey(ctx context.Context, id int64) (APIKey, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return s.getKey(ctx, s.db, id)
+}
+
+func (s *SQLStore) getKey(ctx context.Context, q sqlx.QueryerContext, id int64) (APIKey, error) {
+	if id <= 0 {
+		return APIKey{}, fmt.Errorf("%w: key id %d", ErrKeyNotFound, id)
+	}
+	var r keyRow
+	err := sqlx.GetContext(ctx, q, &r, s.q(`
+SELECT COALESCE((SELECT c.name FROM llm_client_api_keys ck JOIN llm_clients c ON c.id = ck.llm_client_id
+                 WHERE ck.api_key_id = k.id ORDER BY ck.id LIMIT 1), '') AS client, `+keyColumns+`
+FROM api_keys k WHERE k.id = ?`), id)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return APIKey{}, fmt.Errorf("%w: key id %d", ErrKeyNotFound, id)
+	case err != nil:
+		return APIKey{}, unavailable("get key", err)
+	}
+	return r.apiKey(s.stamp()), nil
+}
+
+// ActivateKey makes a revoked key active again, which locks its clients.
+func (s *SQLStore) ActivateKey(ctx context.Context, id int64) (APIKey, error) {
+	return s.setActive(ctx, "activate key", id, true)
+}
+
+// DeactivateKey revokes a key. When it was its client's last active key,
+// the client becomes open to anonymous callers.
+func (s *SQLStore) DeactivateKey(ctx context.Context, id int64) (APIKey, error) {
+	return s.setActive(ctx, "deactivate key", id, false)
+}
+
+func (s *SQLStore) setActive(ctx context.Context, op string, id int64, active bool) (APIKey, error) {
+	var k APIKey
+	err := s.inTx(ctx, op, func(ctx context.Context, tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE api_keys SET is_active = ?, updated_at = ? WHERE id = ?`), active, s.stamp(), id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return fmt.Errorf("%w: key id %d", ErrKeyNotFound, id)
+		}
+		k, err = s.getKey(ctx, tx, id)
+		return err
+	})
+	return k, err
+}
+
+// RotateKey creates a successor to key id, linked to the same clients with
+// the same name and description, and returns it with its token. The old key
+// stays valid until it is revoked, or until spec.Grace has passed when that
+// is set.
+func (s *SQLStore) RotateKey(ctx context.Context, id int64, spec RotateSpec) (NewKey, error) {
+	if spec.Grace < 0 {
+		return NewKey{}, fmt.Errorf("%w: negative grace period", ErrInvalidInput)
+	}
+	var out NewKey
+	err := s.inTx(ctx, "rotate key", func(ctx context.Context, tx *sqlx.Tx) error {
+		old, err := s.getKey(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if !old.Active {
+			return fmt.Errorf("%w: key id %d is revoked; create a new key instead", ErrInvalidInput, id)
+		}
+		var clientIDs []int64
+		if err := tx.SelectContext(ctx, &clientIDs, s.q(`SELECT llm_client_id FROM llm_client_api_keys WHERE api_key_id = ? ORDER BY id`), id); err != nil {
+			return err
+		}
+		if len(clientIDs) == 0 {
+			return fmt.Errorf("%w: key id %d is linked to no client", ErrInvalidInput, id)
+		}
+		now := s.stamp()
+		out, err = s.insertKey(ctx, tx, clientIDs[0], old.Client, old.Name, old.Description, nil, now)
+		if err != nil {
+			return err
+		}
+		for _, cid := range clientIDs[1:] {
+			if _, err := tx.ExecContext(ctx, s.q(`
+INSERT INTO llm_client_api_keys (llm_client_id, api_key_id, created_at, updated_at) VALUES (?, ?, ?, ?)`),
+				cid, out.ID, now, now); err != nil {
+				return err
+			}
+		}
+		if spec.Grace > 0 {
+			until := now.Add(spec.Grace)
+			if old.ExpiresAt == nil || until.Before(*old.ExpiresAt) {
+				if _, err := tx.ExecContext(ctx, s.q(`UPDATE api_keys SET expires_at = ?, updated_at = ? WHERE id = ?`), until, now, id); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DeleteKey deletes a key and its links.
+func (s *SQLStore) DeleteKey(ctx context.Context, id int64) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM api_keys WHERE id = ?`), id)
+	if err != nil {
+		return unavailable("delete key", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return unavailable("delete key", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: key id %d", ErrKeyNotFound, id)
+	}
+	return nil
+}
+
+// HasActiveAPIKey reports whether at least one key linked to client is
+// active, exactly the seed model's has_active_api_key. Expiry does not
+// count: see [ClientState.RequiresKey].
+func (s *SQLStore) HasActiveAPIKey(ctx context.Context, client string) (bool, error) {
+	st, err := s.ClientState(ctx, client)
+	if err != nil {
+		return false, err
+	}
+	return st.RequiresKey, nil
+}
+
+// ClientState answers "does client exist, and does it require a key?" in
+// one indexed round trip.
+func (s *SQLStore) ClientState(ctx context.Context, client string) (ClientState, error) {
+	if !ValidClientName(client) {
+		return ClientState{}, fmt.Errorf("%w: %q", ErrUnknownClient, truncateForMessage(client))
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var row struct {
+		ID          int64  `db:"id"`
+		Name        string `db:"name"`
+		RequiresKey bool   `db:"requires_key"`
+	}
+	err := s.db.GetContext(ctx, &row, s.q(`
+SELECT c.id, c.name,
+       EXISTS (SELECT 1 FROM llm_client_api_keys ck JOIN api_keys k ON k.id = ck.api_key_id
+               WHERE ck.llm_client_id = c.id AND k.is_active) AS requires_key
+FROM llm_clients c WHERE c.name = ?`), client)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ClientState{}, fmt.Errorf("%w: %q", ErrUnknownClient, client)
+	case err != nil:
+		return ClientState{}, unavailable("client state", err)
+	}
+	return ClientState{ID: row.ID, Name: row.Name, RequiresKey: row.RequiresKey}, nil
+}
+
+// Verify checks that token is an active, unexpired key linked to client, in
+// one indexed round trip, and returns the key's identity. Every reason for
+// refusal is ErrInvalidToken; a database failure is ErrUnavailable.
+func (s *SQLStore) Verify(ctx context.Context, client string, token Token) (Principal, error) {
+	if token.IsZero() || !ValidClientName(client) {
+		return Principal{}, ErrInvalidToken
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var row struct {
+		ID        int64        `db:"id"`
+		Name      string       `db:"name"`
+		Digest    string       `db:"secret_digest"`
+		Active    bool         `db:"is_active"`
+		ExpiresAt sql.NullTime `db:"expires_at"`
+		ClientID  int64        `db:"client_id"`
+	}
+	err := s.db.GetContext(ctx, &row, s.q(`
+SELECT k.id, k.name, k.secret_digest, k.is_active, k.expires_at, c.id AS client_id
+FROM api_keys k
+JOIN llm_client_api_keys ck ON ck.api_key_id = k.id
+JOIN llm_clients c ON c.id = ck.llm_client_id
+WHERE k.lookup_id = ? AND c.name = ?`), token.LookupID(), client)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Principal{}, ErrInvalidToken
+	}
+	if err != nil {
+		return Principal{}, unavailable("verify", err)
+	}
+	stored, err := ParseDigest(row.Digest)
+	if err != nil {
+		return Principal{}, ErrInvalidToken
+	}
+	if !token.Digest().Equal(stored) || !row.Active {
+		return Principal{}, ErrInvalidToken
+	}
+	expires := timePtr(row.ExpiresAt)
+	if expires != nil && !s.now().Before(*expires) {
+		return Principal{}, ErrInvalidToken
+	}
+	return Principal{KeyID: row.ID, KeyName: row.Name, ClientID: row.ClientID, Client: client, ExpiresAt: expires}, nil
+}
+
+// TouchKeys records last use: each key's last_used_at becomes the later of
+// its stored value and the given time. One transaction for the batch.
+func (s *SQLStore) TouchKeys(ctx context.Context, uses map[int64]time.Time) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	return s.inTx(ctx, "touch keys", func(ctx context.Context, tx *sqlx.Tx) error {
+		stmt, err := tx.PreparexContext(ctx, s.q(`
+UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`))
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for id, at := range uses {
+			at = at.UTC().Truncate(time.Microsecond)
+			if _, err := stmt.ExecContext(ctx, at, id, at); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// LatestChange returns the id of the newest change-log row, 0 when empty.
+func (s *SQLStore) LatestChange(ctx context.Context) (int64, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var id int64
+	if err := s.db.GetContext(ctx, &id, `SELECT COALESCE(MAX(id), 0) FROM llmauth_changes`); err != nil {
+		return 0, unavailable("latest change", err)
+	}
+	return id, nil
+}
+
+// ChangesSince returns up to limit change-log rows with id > after, oldest
+// first: one indexed range scan.
+func (s *SQLStore) ChangesSince(ctx context.Context, after int64, limit int) ([]Change, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	rows, err := s.db.QueryContext(ctx, s.q(`
+SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0)
+FROM llmauth_changes WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
+	if err != nil {
+		return nil, unavailable("changes", err)
+	}
+	defer rows.Close()
+	var out []Change
+	for rows.Next() {
+		var c Change
+		if err := rows.Scan(&c.ID, &c.Source, &c.ClientID, &c.KeyID); err != nil {
+			return nil, unavailable("changes", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("changes", err)
+	}
+	return out, nil
+}
+
+// PruneChanges deletes change-log rows older than age (by the database's
+// clock) and returns how many went.
+func (s *SQLStore) PruneChanges(ctx context.Context, age time.Duration) (int64, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	secs := int64(age / time.Second)
+	query := `DELETE FROM llmauth_changes WHERE created_at < now() - make_interval(secs => $1)`
+	if s.dialect == dialectSQLite {
+		query = `DELETE FROM llmauth_changes WHERE created_at < datetime('now', '-' || ? || ' seconds')`
+	}
+	res, err := s.db.ExecContext(ctx, query, secs)
+	if err != nil {
+		return 0, unavailable("prune changes", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, unavailable("prune changes", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,85 @@
+package keystore_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/llmauth/llmauth/internal/pgtest"
+	"github.com/llmauth/llmauth/internal/storetest"
+	"github.com/llmauth/llmauth/keystore"
+)
+
+func sqliteURL(t testing.TB) string {
+	return "sqlite:" + filepath.Join(t.TempDir(), "keys.db")
+}
+
+// rawHarness is the SQL store alone, on the database at url.
+func rawHarness(url func(testing.TB) string) storetest.Factory {
+	return func(t *testing.T, clock *storetest.Clock) storetest.Harness {
+		ctx := context.Background()
+		db, err := keystore.Open(ctx, url(t))
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		if err := keystore.Migrate(ctx, db); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		s, err := keystore.NewSQLStore(db, keystore.Options{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return storetest.Harness{
+			Admin:   s,
+			Decider: s,
+			Break:   func(testing.TB) { _ = db.Close() },
+		}
+	}
+}
+
+func TestSQLStoreSQLite(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, rawHarness(sqliteURL))
+}
+
+func TestSQLStorePostgres(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, rawHarness(pgtest.NewDatabase))
+}
+
+func TestMigrateIdempotent(t *testing.T) {
+	t.Parallel()
+	for name, url := range map[string]func(testing.TB) string{"sqlite": sqliteURL, "postgres": pgtest.NewDatabase} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			db, err := keystore.Open(ctx, url(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			for i := range 3 {
+				if err := keystore.Migrate(ctx, db); err != nil {
+					t.Fatalf("Migrate #%d: %v", i+1, err)
+				}
+			}
+			cur, latest, err := keystore.MigrationVersion(ctx, db)
+			if err != nil || cur != latest || latest < 2 {
+				t.Fatalf("MigrationVersion = %d, %d, %v", cur, latest, err)
+			}
+			// The database itself refuses a bad name, whoever writes it.
+			if _, err := db.ExecContext(ctx, `INSERT INTO llm_clients (name) VALUES ('Bad Name')`); err == nil {
+				t.Fatal("the schema accepted an invalid client name")
+			}
+		})
+	}
+}
+
+func TestOpenRejectsBadURLs(t *testing.T) {
+	for _, u := range []string{"", "mysql://x", "sqlite:", "file:", "sqlite:/tmp/a?b", "http://x"} {
+		if _, err := keystore.Open(context.Background(), u); !errors.Is(err, keystore.ErrInvalidInput) {
+			t.Errorf("Open(%q) = %v, want ErrInvalidInput", u, err)
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package keystore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"testing"
+)
+
+func TestParseToken(t *testing.T) {
+	good, err := newToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := good.Reveal()
+	flip := func(i int) string {
+		b := []byte(raw)
+		if b[i] == 'a' {
+			b[i] = 'b'
+		} else {
+			b[i] = 'a'
+		}
+		return string(b)
+	}
+	tests := []struct {
+		name    string
+		in      string
+		wantErr bool
+	}{
+		{"valid", raw, false},
+		{"empty", "", true},
+		{"too short", raw[:len(raw)-1], true},
+		{"too long", raw + "a", true},
+		{"wrong prefix", "ghp_" + raw[4:], true},
+		{"upper-case prefix", "LLMK_" + raw[5:], true},
+		{"non-base62 character", raw[:20] + "-" + raw[21:], true},
+		{"non-ascii", raw[:20] + "é" + raw[22:], true},
+		{"secret typo", flip(30), true},
+		{"lookup id typo", flip(8), true},
+		{"checksum typo", flip(len(raw) - 1), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := ParseToken(tt.in)
+			if tt.wantErr {
+				if !errors.Is(err, ErrMalformedToken) || !errors.Is(err, ErrInvalidToken) {
+					t.Fatalf("ParseToken: %v, want ErrMalformedToken wrapping ErrInvalidToken", err)
+				}
+				if tt.in != "" && strings.Contains(err.Error(), tt.in) {
+					t.Fatal("error message repeats the input")
+				}
+				if !tok.IsZero() {
+					t.Fatal("refused token is not zero")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseToken: %v", err)
+			}
+			if tok.Reveal() != tt.in || tok.LookupID() != tt.in[5:17] {
+				t.Fatalf("token = %q lookup %q", tok.Reveal(), tok.LookupID())
+			}
+		})
+	}
+}
+
+func TestTokenShape(t *testing.T) {
+	seen := map[string]bool{}
+	for range 200 {
+		tok, err := newToken()
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := tok.Reveal()
+		if len(raw) != TokenLength || TokenLength != 66 || !strings.HasPrefix(raw, "llmk_") {
+			t.Fatalf("token %q has the wrong shape", raw)
+		}
+		if _, err := ParseToken(raw); err != nil {
+			t.Fatalf("fresh token does not parse: %v", err)
+		}
+		if seen[raw] || seen[tok.LookupID()] {
+			t.Fatal("repeated token or lookup id")
+		}
+		seen[raw], seen[tok.LookupID()] = true, true
+		for _, s := range []string{tok.String(), fmt.Sprintf("%v|%+v|%#v|%s", tok, tok, tok, tok)} {
+			if strings.Contains(s, raw[17:]) {
+				t.Fatalf("formatting reveals the secret: %s", s)
+			}
+		}
+	}
+}
+
+func TestDigest(t *testing.T) {
+	a, _ := newToken()
+	b, _ := newToken()
+	da, db := a.Digest(), b.Digest()
+	if !da.Equal(a.Digest()) || da.Equal(db) {
+		t.Fatal("Digest.Equal is wrong")
+	}
+	back, err := ParseDigest(da.String())
+	if err != nil || !back.Equal(da) {
+		t.Fatalf("ParseDigest(String()) = %v, %v", back, err)
+	}
+	for _, bad := range []string{"", "zz", strings.Repeat("g", 64), strings.Repeat("a", 63)} {
+		if _, err := ParseDigest(bad); err == nil {
+			t.Errorf("ParseDigest(%q) accepted", bad)
+		}
+	}
+}
+
+// TestMigrationsInStep keeps the two dialect directories one set: the same
+// versions with the same names.
+func TestMigrationsInStep(t *testing.T) {
+	names := func(dir string) []string {
+		entries, err := fs.ReadDir(migrations, "migrations/"+dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range entries {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	pg, lite := names("postgres"), names("sqlite")
+	if len(pg) == 0 || strings.Join(pg, ",") != strings.Join(lite, ",") {
+		t.Fatalf("postgres migrations %v, sqlite migrations %v: must match", pg, lite)
+	}
+}
+
+func BenchmarkParseToken(b *testing.B) {
+	tok, _ := newToken()
+	raw := tok.Reveal()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseToken(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,403 @@
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultNamespace is the metric name prefix used when Options.Namespace is
+// empty.
+const DefaultNamespace = "llmauth"
+
+// UnknownClient is the client label value for a request whose client could
+// not be established (no token, bad token, unknown client, store down), and
+// the value any client name that is not a valid one is recorded under. A
+// valid client name never starts with '_', so it cannot collide with a real
+// client.
+const UnknownClient = "_unknown"
+
+// Outcome label values of llmauth_requests_total, one per way an
+// authentication decision can end. Any other string given to Decision is
+// recorded as "other".
+const (
+	// OutcomeAnonymous is a request let through without a key because its
+	// client requires none.
+	OutcomeAnonymous = "anonymous"
+	// OutcomeAuthenticated is a request let through on a valid key.
+	OutcomeAuthenticated = "authenticated"
+	// OutcomeMissingToken is a request refused because it carried no key
+	// while its client requires one.
+	OutcomeMissingToken = "missing_token"
+	// OutcomeInvalidToken is a request refused because its key is not an
+	// active, unexpired key of the client.
+	OutcomeInvalidToken = "invalid_token"
+	// OutcomeMalformed is a request refused because its credentials are not
+	// well formed (for example a token failing its format or checksum).
+	OutcomeMalformed = "malformed"
+	// OutcomeUnknownClient is a request for a client the store does not know.
+	OutcomeUnknownClient = "unknown_client"
+	// OutcomeUnavailable is a request that could not be decided because the
+	// key store could not answer.
+	OutcomeUnavailable = "unavailable"
+)
+
+// outcomeOther is recorded in place of an outcome string that is not one of
+// the Outcome constants.
+const outcomeOther = "other"
+
+// maxClientLen is the longest client name recorded as a label value.
+const maxClientLen = 63
+
+// defaultDurationBuckets suits calls to a database: 0.5 ms to 2.5 s.
+var defaultDurationBuckets = []float64{
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+}
+
+// Options configures New. The zero value is ready to use.
+type Options struct {
+	// Namespace prefixes every metric name, followed by '_'. It must match
+	// [a-zA-Z_][a-zA-Z0-9_]*. Empty means DefaultNamespace ("llmauth").
+	Namespace string
+
+	// DurationBuckets are the upper bounds, in seconds and strictly
+	// increasing, of the llmauth_store_call_duration_seconds histogram.
+	// Empty means buckets suited to database calls, from 0.0005 to 2.5.
+	DurationBuckets []float64
+}
+
+// Metrics records llmauth's metrics. Create one with New or MustNew; it is
+// safe for concurrent use. A nil *Metrics is valid and every method on it is a
+// no-op.
+type Metrics struct {
+	requests      *prometheus.CounterVec
+	cacheLookups  *prometheus.CounterVec
+	staleServed   *prometheus.CounterVec
+	invalidations *prometheus.CounterVec
+	storeDuration *prometheus.HistogramVec
+	storeErrors   *prometheus.CounterVec
+	changeEvents  *prometheus.CounterVec
+	listenerUp    prometheus.Gauge
+	usageFlushes  *prometheus.CounterVec
+	usageKeys     prometheus.Counter
+	usageDropped  prometheus.Counter
+}
+
+// New creates llmauth's collectors and registers them on reg. It never uses
+// the global default registry. It returns an error, and leaves reg as it
+// found it, when reg is nil, opts is invalid, or a registration fails (for
+// example because reg already holds these metrics); registration errors are
+// wrapped, so errors.As finds a prometheus.AlreadyRegisteredError.
+func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
+	if reg == nil {
+		return nil, errors.New("metrics: nil prometheus.Registerer")
+	}
+	ns := opts.Namespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	if !validNamespace(ns) {
+		return nil, fmt.Errorf("metrics: invalid namespace %q: must match [a-zA-Z_][a-zA-Z0-9_]*", ns)
+	}
+	buckets := defaultDurationBuckets
+	if len(opts.DurationBuckets) > 0 {
+		if err := validBuckets(opts.DurationBuckets); err != nil {
+			return nil, err
+		}
+		buckets = opts.DurationBuckets
+	}
+	buckets = append([]float64(nil), buckets...)
+
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns,
+			Name:      "requests_total",
+			Help:      "Authentication decisions, by client (" + UnknownClient + " when no client was established) and outcome.",
+		}, []string{"client", "outcome"}),
+		cacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "cache",
+			Name:      "lookups_total",
+			Help:      "Lookups in the decision caches, by cache and result (hit or miss).",
+		}, []string{"cache", "result"}),
+		staleServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "cache",
+			Name:      "stale_served_total",
+			Help:      "Decisions served from cache past their TTL because the key store was unavailable (opt-in stale-if-error window), by cache.",
+		}, []string{"cache"}),
+		invalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "cache",
+			Name:      "invalidations_total",
+			Help:      "Cache invalidations, by reason (client, key or flush).",
+		}, []string{"reason"}),
+		storeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns,
+			Subsystem: "store",
+			Name:      "call_duration_seconds",
+			Help:      "Duration of calls to the key store in seconds, failed calls included, by operation.",
+			Buckets:   buckets,
+		}, []string{"op"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "store",
+			Name:      "errors_total",
+			Help:      "Calls to the key store that returned an error, by operation.",
+		}, []string{"op"}),
+		changeEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "change",
+			Name:      "events_total",
+			Help:      "Key store change events received, by path (notify for a LISTEN/NOTIFY message, poll for a change found by polling).",
+		}, []string{"path"}),
+		listenerUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns,
+			Subsystem: "change",
+			Name:      "listener_up",
+			Help:      "Whether the change listener is connected to the key store (1) or not (0).",
+		}),
+		usageFlushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "usage",
+			Name:      "flushes_total",
+			Help:      "Flushes of buffered key usage to the key store, by result (ok or error).",
+		}, []string{"result"}),
+		usageKeys: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "usage",
+			Name:      "keys_written_total",
+			Help:      "Key usage records written to the key store by usage flushes.",
+		}),
+		usageDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "usage",
+			Name:      "dropped_total",
+			Help:      "Key usage records dropped without being written, for example because the usage buffer was full.",
+		}),
+	}
+
+	// Series with a small known label set start at zero, so that rate() and
+	// absence alerts work before the first event.
+	m.changeEvents.WithLabelValues("notify")
+	m.changeEvents.WithLabelValues("poll")
+	m.usageFlushes.WithLabelValues("ok")
+	m.usageFlushes.WithLabelValues("error")
+
+	collectors := []struct {
+		name string
+		c    prometheus.Collector
+	}{
+		{"requests_total", m.requests},
+		{"cache_lookups_total", m.cacheLookups},
+		{"cache_stale_served_total", m.staleServed},
+		{"cache_invalidations_total", m.invalidations},
+		{"store_call_duration_seconds", m.storeDuration},
+		{"store_errors_total", m.storeErrors},
+		{"change_events_total", m.changeEvents},
+		{"change_listener_up", m.listenerUp},
+		{"usage_flushes_total", m.usageFlushes},
+		{"usage_keys_written_total", m.usageKeys},
+		{"usage_dropped_total", m.usageDropped},
+	}
+	for i, c := range collectors {
+		if err := reg.Register(c.c); err != nil {
+			for _, done := range collectors[:i] {
+				reg.Unregister(done.c)
+			}
+			return nil, fmt.Errorf("metrics: registering %s_%s: %w", ns, c.name, err)
+		}
+	}
+	return m, nil
+}
+
+// MustNew is like New but panics if New returns an error.
+func MustNew(reg prometheus.Registerer, opts Options) *Metrics {
+	m, err := New(reg, opts)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// Decision counts one authentication decision in llmauth_requests_total.
+// client is the client's name, or UnknownClient when none was established; a
+// value that is not a valid client name (empty, longer than 63 bytes,
+// starting with '-', or with a byte outside [a-z0-9-]) is recorded as
+// UnknownClient, so that attacker-chosen strings never become label values.
+// The caller still bounds cardinality: pass only names of existing clients. outcome is one of the
+// Outcome constants; any other string is recorded as "other".
+func (m *Metrics) Decision(client, outcome string) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(boundClient(client), boundOutcome(outcome)).Inc()
+}
+
+// CacheLookup counts one lookup in the named cache in
+// llmauth_cache_lookups_total, as a hit or a miss. cache must be a fixed name
+// chosen by the code, never request data.
+func (m *Metrics) CacheLookup(cache string, hit bool) {
+	if m == nil {
+		return
+	}
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	m.cacheLookups.WithLabelValues(cache, result).Inc()
+}
+
+// StaleServed counts, in llmauth_cache_stale_served_total, one decision the
+// named cache served past its TTL because the key store was unavailable,
+// under the opt-in stale-if-error window.
+func (m *Metrics) StaleServed(cache string) {
+	if m == nil {
+		return
+	}
+	m.staleServed.WithLabelValues(cache).Inc()
+}
+
+// Invalidated counts one cache invalidation in
+// llmauth_cache_invalidations_total. reason is a fixed string such as
+// "client", "key" or "flush".
+func (m *Metrics) Invalidated(reason string) {
+	if m == nil {
+		return
+	}
+	m.invalidations.WithLabelValues(reason).Inc()
+}
+
+// StoreCall records one call to the key store for operation op: it always
+// observes d in llmauth_store_call_duration_seconds, and also counts the call
+// in llmauth_store_errors_total when err is not nil. A negative d is observed
+// as zero.
+func (m *Metrics) StoreCall(op string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	if d < 0 {
+		d = 0
+	}
+	m.storeDuration.WithLabelValues(op).Observe(d.Seconds())
+	if err != nil {
+		m.storeErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// ChangeEvent counts one key store change event in
+// llmauth_change_events_total. path is "notify" for an event delivered by the
+// listener, "poll" for one found by polling.
+func (m *Metrics) ChangeEvent(path string) {
+	if m == nil {
+		return
+	}
+	m.changeEvents.WithLabelValues(path).Inc()
+}
+
+// ListenerUp sets llmauth_change_listener_up to 1 when the change listener
+// is connected and to 0 when it is not.
+func (m *Metrics) ListenerUp(up bool) {
+	if m == nil {
+		return
+	}
+	if up {
+		m.listenerUp.Set(1)
+	} else {
+		m.listenerUp.Set(0)
+	}
+}
+
+// UsageFlushed records one flush of buffered key usage: it counts the flush
+// in llmauth_usage_flushes_total as "ok" when err is nil and "error"
+// otherwise, and adds keys, the number of usage records the flush actually
+// wrote, to llmauth_usage_keys_written_total. keys below 1 add nothing.
+func (m *Metrics) UsageFlushed(keys int, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.usageFlushes.WithLabelValues(result).Inc()
+	if keys > 0 {
+		m.usageKeys.Add(float64(keys))
+	}
+}
+
+// UsageDropped adds n usage records dropped without being written to
+// llmauth_usage_dropped_total. n below 1 adds nothing.
+func (m *Metrics) UsageDropped(n int) {
+	if m == nil {
+		return
+	}
+	if n > 0 {
+		m.usageDropped.Add(float64(n))
+	}
+}
+
+// boundClient returns client if it is UnknownClient or a valid client name
+// (^[a-z0-9][a-z0-9-]{0,62}$, the key store's rule), and UnknownClient
+// otherwise.
+func boundClient(client string) string {
+	if client == UnknownClient {
+		return client
+	}
+	if len(client) == 0 || len(client) > maxClientLen || client[0] == '-' {
+		return UnknownClient
+	}
+	for i := 0; i < len(client); i++ {
+		c := client[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return UnknownClient
+		}
+	}
+	return client
+}
+
+// boundOutcome returns outcome if it is one of the Outcome constants, and
+// "other" otherwise.
+func boundOutcome(outcome string) string {
+	switch outcome {
+	case OutcomeAnonymous, OutcomeAuthenticated, OutcomeMissingToken,
+		OutcomeInvalidToken, OutcomeMalformed, OutcomeUnknownClient,
+		OutcomeUnavailable:
+		return outcome
+	}
+	return outcomeOther
+}
+
+// validNamespace reports whether ns matches [a-zA-Z_][a-zA-Z0-9_]*.
+func validNamespace(ns string) bool {
+	if ns == "" {
+		return false
+	}
+	for i := 0; i < len(ns); i++ {
+		c := ns[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validBuckets returns an error unless b is strictly increasing and free of
+// NaN, which prometheus.NewHistogramVec would otherwise panic on.
+func validBuckets(b []float64) error {
+	for i, v := range b {
+		if math.IsNaN(v) {
+			return fmt.Errorf("metrics: DurationBuckets[%d] is NaN", i)
+		}
+		if i > 0 && v <= b[i-1] {
+			return fmt.Errorf("metrics: DurationBuckets not strictly increasing at index %d (%v after %v)", i, v, b[i-1])
+		}
+	}
+	return nil
+}
