@@ -27,7 +27,11 @@ func rawHarness(url func(testing.TB) string) storetest.Factory {
 		if err := keystore.Migrate(ctx, db); err != nil {
 			t.Fatalf("Migrate: %v", err)
 		}
-		s, err := keystore.NewSQLStore(db, keystore.Options{Now: clock.Now})
+		opts := keystore.Options{}
+		if clock != nil {
+			opts.Now = clock.Now
+		}
+		s, err := keystore.NewSQLStore(db, opts)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,180 @@
+package keystore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// UsageWriter persists last-use times; [SQLStore] implements it.
+type UsageWriter interface {
+	TouchKeys(ctx context.Context, uses map[int64]time.Time) error
+}
+
+// UsageObserver receives the audit's events; metrics.Metrics implements it.
+type UsageObserver interface {
+	UsageFlushed(keys int, err error)
+	UsageDropped(n int)
+}
+
+// UsageOptions configures a [UsageAudit]. The zero value is ready to use.
+type UsageOptions struct {
+	// FlushInterval is how often pending uses are written: last_used_at is
+	// accurate to within it. Default: 5s.
+	FlushInterval time.Duration
+	// FlushTimeout bounds one write. Default: 5s.
+	FlushTimeout time.Duration
+	// MaxPending caps the keys waiting to be written. Uses of further keys
+	// are dropped and counted, never waited for. Default: 100000.
+	MaxPending int
+	// Logger receives failed flushes. Default: discard.
+	Logger *slog.Logger
+	// Observer, when set, counts flushes, keys written and drops.
+	Observer UsageObserver
+}
+
+// UsageAudit records when each key was last used without a database write
+// per request: uses are gathered in memory, one entry per key, and written
+// in one batch every FlushInterval. RecordUse never blocks on the
+// database. Close writes what is pending.
+type UsageAudit struct {
+	w    UsageWriter
+	opts UsageOptions
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	pending map[int64]time.Time
+
+	flushMu sync.Mutex // one write at a time
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+}
+
+// NewUsageAudit starts an audit that writes through w. Call Close to stop
+// it.
+func NewUsageAudit(w UsageWriter, opts UsageOptions) (*UsageAudit, error) {
+	if w == nil {
+		return nil, fmt.Errorf("%w: nil usage writer", ErrInvalidInput)
+	}
+	if opts.FlushInterval < 0 || opts.FlushTimeout < 0 || opts.MaxPending < 0 {
+		return nil, fmt.Errorf("%w: negative usage option", ErrInvalidInput)
+	}
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = 5 * time.Second
+	}
+	if opts.FlushTimeout == 0 {
+		opts.FlushTimeout = 5 * time.Second
+	}
+	if opts.MaxPending == 0 {
+		opts.MaxPending = 100000
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	u := &UsageAudit{w: w, opts: opts, log: log, pending: map[int64]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go u.loop()
+	return u, nil
+}
+
+// RecordUse notes that key keyID was used at at. It never blocks on I/O.
+func (u *UsageAudit) RecordUse(keyID int64, at time.Time) {
+	u.mu.Lock()
+	prev, ok := u.pending[keyID]
+	switch {
+	case ok:
+		if at.After(prev) {
+			u.pending[keyID] = at
+		}
+		u.mu.Unlock()
+	case len(u.pending) >= u.opts.MaxPending:
+		u.mu.Unlock()
+		if u.opts.Observer != nil {
+			u.opts.Observer.UsageDropped(1)
+		}
+	default:
+		u.pending[keyID] = at
+		u.mu.Unlock()
+	}
+}
+
+// Pending returns how many keys wait to be written.
+func (u *UsageAudit) Pending() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.pending)
+}
+
+// Flush writes what is pending now. On failure the uses are kept for the
+// next flush, as far as MaxPending allows; the rest are dropped and counted.
+func (u *UsageAudit) Flush(ctx context.Context) error {
+	u.flushMu.Lock()
+	defer u.flushMu.Unlock()
+	u.mu.Lock()
+	batch := u.pending
+	if len(batch) == 0 {
+		u.mu.Unlock()
+		return nil
+	}
+	u.pending = make(map[int64]time.Time, len(batch))
+	u.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, u.opts.FlushTimeout)
+	defer cancel()
+	err := u.w.TouchKeys(ctx, batch)
+	if u.opts.Observer != nil {
+		n := len(batch)
+		if err != nil {
+			n = 0
+		}
+		u.opts.Observer.UsageFlushed(n, err)
+	}
+	if err == nil {
+		return nil
+	}
+	dropped := 0
+	u.mu.Lock()
+	for id, at := range batch {
+		if prev, ok := u.pending[id]; ok {
+			if at.After(prev) {
+				u.pending[id] = at
+			}
+		} else if len(u.pending) < u.opts.MaxPending {
+			u.pending[id] = at
+		} else {
+			dropped++
+		}
+	}
+	u.mu.Unlock()
+	if dropped > 0 && u.opts.Observer != nil {
+		u.opts.Observer.UsageDropped(dropped)
+	}
+	return fmt.Errorf("keystore: usage flush of %d keys: %w", len(batch), err)
+}
+
+func (u *UsageAudit) loop() {
+	defer close(u.done)
+	t := time.NewTicker(u.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-u.stop:
+			return
+		case <-t.C:
+			if err := u.Flush(context.Background()); err != nil {
+				u.log.Warn("last-used audit: flush failed; will retry", "err", err)
+			}
+		}
+	}
+}
+
+// Close stops the background flushes and writes what is pending, within
+// ctx.
+func (u *UsageAudit) Close(ctx context.Context) error {
+	u.once.Do(func() { close(u.stop) })
+	<-u.done
+	return u.Flush(ctx)
+}

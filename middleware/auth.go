@@ -1,0 +1,297 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	echomw "github.com/labstack/echo/v4/middleware"
+
+	"github.com/llmauth/llmauth/keystore"
+)
+
+// Recorder counts decisions; metrics.Metrics implements it. client is a
+// real client's name or UnknownClientLabel, never a name a caller made up.
+type Recorder interface {
+	Decision(client, outcome string)
+}
+
+// UsageRecorder is told of every authenticated request, so that a key's
+// last use can be recorded; keystore.UsageAudit implements it. It must not
+// block.
+type UsageRecorder interface {
+	RecordUse(keyID int64, at time.Time)
+}
+
+// Config configures the middleware. Only Store is required.
+type Config struct {
+	// Skipper, when it returns true, lets a request through without any
+	// decision (no principal, nothing counted).
+	// Default: never skip.
+	Skipper echomw.Skipper
+
+	// Store answers "what is this client's state?" and "is this token a
+	// valid key of this client?". Use a keystore.Cache over a
+	// keystore.SQLStore in production. Required.
+	Store keystore.Store
+
+	// ClientResolver finds the target client of a request.
+	// Default: FromParam("client").
+	ClientResolver ClientResolver
+
+	// Realm is the realm of WWW-Authenticate challenges. It may not contain
+	// quotes, backslashes or control characters.
+	// Default: "llmauth".
+	Realm string
+
+	// DecisionTimeout bounds the store calls of one decision. When it
+	// passes, the request is answered 503, never let through.
+	// Default: 3s.
+	DecisionTimeout time.Duration
+
+	// RetryAfter is the Retry-After of a 503, rounded up to whole seconds.
+	// Default: 5s.
+	RetryAfter time.Duration
+
+	// Metrics, when set, counts every decision per client and outcome.
+	// Default: nothing counted.
+	Metrics Recorder
+
+	// Usage, when set, is told of every authenticated request.
+	// Default: none.
+	Usage UsageRecorder
+
+	// Logger receives one line per refusal (client, outcome, status,
+	// method, path without query, remote IP) and store failures. It never
+	// sees a token or the Authorization header.
+	// Default: discard.
+	Logger *slog.Logger
+
+	// ErrorHandler answers a refusal; err is an *Error. What it returns is
+	// returned from the middleware; the next handler is never called.
+	// Default: the RFC 6750 response described in the README (JSON body,
+	// WWW-Authenticate, Cache-Control: no-store, Retry-After on 503).
+	ErrorHandler func(c echo.Context, err error) error
+
+	// SuccessHandler, when set, runs after a request passed and before the
+	// next handler; the principal is already in the request.
+	// Default: none.
+	SuccessHandler func(c echo.Context)
+
+	// Now is the clock for usage records. Default: time.Now.
+	Now func() time.Time
+}
+
+// WithConfig returns the middleware or panics on an invalid Config.
+func WithConfig(config Config) echo.MiddlewareFunc {
+	mw, err := config.ToMiddleware()
+	if err != nil {
+		panic(err)
+	}
+	return mw
+}
+
+// ToMiddleware validates the config, fills defaults and returns the
+// middleware.
+func (config Config) ToMiddleware() (echo.MiddlewareFunc, error) {
+	if config.Store == nil {
+		return nil, errors.New("llmauth: Config.Store is required")
+	}
+	if config.Skipper == nil {
+		config.Skipper = echomw.DefaultSkipper
+	}
+	if config.ClientResolver == nil {
+		config.ClientResolver = FromParam("client")
+	}
+	if config.Realm == "" {
+		config.Realm = "llmauth"
+	}
+	if strings.ContainsFunc(config.Realm, func(r rune) bool { return r == '"' || r == '\\' || r < 0x20 || r == 0x7f }) {
+		return nil, fmt.Errorf("llmauth: Config.Realm %q may not contain quotes, backslashes or control characters", config.Realm)
+	}
+	if config.DecisionTimeout < 0 || config.RetryAfter < 0 {
+		return nil, errors.New("llmauth: negative Config.DecisionTimeout or Config.RetryAfter")
+	}
+	if config.DecisionTimeout == 0 {
+		config.DecisionTimeout = 3 * time.Second
+	}
+	if config.RetryAfter == 0 {
+		config.RetryAfter = 5 * time.Second
+	}
+	if config.Logger == nil {
+		config.Logger = slog.New(slog.DiscardHandler)
+	}
+	if config.Now == nil {
+		config.Now = time.Now
+	}
+	a := &authenticator{
+		Config:     config,
+		challenge:  `Bearer realm="` + config.Realm + `"`,
+		retryAfter: strconv.FormatInt(int64((config.RetryAfter+time.Second-1)/time.Second), 10),
+	}
+	if a.ErrorHandler == nil {
+		a.ErrorHandler = a.respond
+	}
+	return a.middleware, nil
+}
+
+type authenticator struct {
+	Config
+	challenge  string
+	retryAfter string
+}
+
+func (a *authenticator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if a.Skipper(c) {
+			return next(c)
+		}
+		p, refusal := a.decide(c)
+		if refusal != nil {
+			a.record(refusal.Client, refusal.Outcome)
+			a.logRefusal(c, refusal)
+			return a.ErrorHandler(c, refusal)
+		}
+		outcome := OutcomeAuthenticated
+		if p.Anonymous {
+			outcome = OutcomeAnonymous
+		} else if a.Usage != nil {
+			a.Usage.RecordUse(p.KeyID, a.Now())
+		}
+		a.record(p.Client, outcome)
+		req := c.Request()
+		c.SetRequest(req.WithContext(NewContext(req.Context(), p)))
+		if a.SuccessHandler != nil {
+			a.SuccessHandler(c)
+		}
+		return next(c)
+	}
+}
+
+// decide makes the decision for one request. The order matters: an unknown
+// or open client is answered before the Authorization header is looked at.
+func (a *authenticator) decide(c echo.Context) (Principal, *Error) {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), a.DecisionTimeout)
+	defer cancel()
+
+	name, err := a.ClientResolver(c)
+	if err != nil || !keystore.ValidClientName(name) {
+		if err == nil {
+			err = errors.New("not a client name")
+		}
+		return Principal{}, &Error{Status: http.StatusNotFound, Outcome: OutcomeUnknownClient, Client: UnknownClientLabel,
+			Err: fmt.Errorf("%w: %w", ErrUnknownClient, err)}
+	}
+	state, err := a.Store.ClientState(ctx, name)
+	switch {
+	case errors.Is(err, keystore.ErrUnknownClient):
+		return Principal{}, &Error{Status: http.StatusNotFound, Outcome: OutcomeUnknownClient, Client: UnknownClientLabel,
+			Err: fmt.Errorf("%w: %w", ErrUnknownClient, err)}
+	case err != nil:
+		// Whatever went wrong, the state is unknown: refuse, never pass.
+		return Principal{}, a.unavailable(UnknownClientLabel, err)
+	}
+	if !state.RequiresKey {
+		return Principal{Client: state.Name, ClientID: state.ID, Anonymous: true}, nil
+	}
+
+	raw, err := bearerToken(c.Request().Header)
+	switch {
+	case errors.Is(err, ErrMissingToken):
+		return Principal{}, &Error{Status: http.StatusUnauthorized, Outcome: OutcomeMissingToken, Client: state.Name, Err: err}
+	case err != nil:
+		return Principal{}, &Error{Status: http.StatusBadRequest, Outcome: OutcomeMalformed, Client: state.Name, Err: err}
+	}
+	token, err := keystore.ParseToken(raw)
+	if err != nil {
+		return Principal{}, a.invalid(state.Name, err)
+	}
+	key, err := a.Store.Verify(ctx, state.Name, token)
+	switch {
+	case errors.Is(err, keystore.ErrInvalidToken):
+		return Principal{}, a.invalid(state.Name, err)
+	case err != nil:
+		return Principal{}, a.unavailable(state.Name, err)
+	}
+	return Principal{Client: state.Name, ClientID: state.ID, KeyID: key.KeyID, KeyName: key.KeyName}, nil
+}
+
+func (a *authenticator) invalid(client string, err error) *Error {
+	return &Error{Status: http.StatusUnauthorized, Outcome: OutcomeInvalidToken, Client: client, Err: fmt.Errorf("%w: %w", ErrInvalidToken, err)}
+}
+
+func (a *authenticator) unavailable(client string, err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Outcome: OutcomeUnavailable, Client: client, Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
+}
+
+func (a *authenticator) record(client string, o Outcome) {
+	if a.Metrics != nil {
+		a.Metrics.Decision(client, string(o))
+	}
+}
+
+func (a *authenticator) logRefusal(c echo.Context, e *Error) {
+	level := slog.LevelInfo
+	attrs := []slog.Attr{
+		slog.String("client", e.Client),
+		slog.String("outcome", string(e.Outcome)),
+		slog.Int("status", e.Status),
+		slog.String("method", c.Request().Method),
+		slog.String("path", c.Request().URL.Path),
+		slog.String("remote_ip", c.RealIP()),
+	}
+	if e.Outcome == OutcomeUnavailable {
+		level = slog.LevelWarn
+		// Store errors carry no token: the keystore never puts one in an
+		// error, and Token's String method redacts the secret.
+		attrs = append(attrs, slog.String("err", e.Err.Error()))
+	}
+	a.Logger.LogAttrs(c.Request().Context(), level, "llmauth: request refused", attrs...)
+}
+
+// errorBody is an OpenAI-style error object, so that OpenAI SDKs show the
+// message; "code" repeats the RFC 6750 error code where there is one.
+type errorBody struct {
+	Error struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+	} `json:"error"`
+}
+
+// respond is the default ErrorHandler.
+func (a *authenticator) respond(c echo.Context, err error) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	h := c.Response().Header()
+	var body errorBody
+	switch e.Outcome {
+	case OutcomeMissingToken:
+		// RFC 6750 §3.1: no error code when no credentials were sent.
+		h.Set(echo.HeaderWWWAuthenticate, a.challenge)
+		body.Error.Message, body.Error.Type, body.Error.Code = "this client requires an API key: send Authorization: Bearer TOKEN", "authentication_error", "missing_token"
+	case OutcomeInvalidToken:
+		h.Set(echo.HeaderWWWAuthenticate, a.challenge+`, error="invalid_token"`)
+		// One body for every cause: unknown, revoked, expired, malformed or
+		// another client's key.
+		body.Error.Message, body.Error.Type, body.Error.Code = "invalid API key", "authentication_error", "invalid_token"
+	case OutcomeMalformed:
+		h.Set(echo.HeaderWWWAuthenticate, a.challenge+`, error="invalid_request"`)
+		body.Error.Message, body.Error.Type, body.Error.Code = "the Authorization header must be one Bearer credential", "invalid_request_error", "invalid_request"
+	case OutcomeUnknownClient:
+		body.Error.Message, body.Error.Type, body.Error.Code = "unknown client", "not_found_error", "unknown_client"
+	case OutcomeUnavailable:
+		h.Set(echo.HeaderRetryAfter, a.retryAfter)
+		body.Error.Message, body.Error.Type, body.Error.Code = "authentication is temporarily unavailable", "service_unavailable", "unavailable"
+	}
+	h.Set(echo.HeaderCacheControl, "no-store")
+	return c.JSON(e.Status, body)
+}

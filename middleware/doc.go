@@ -1,0 +1,18 @@
+// Package middleware is an Echo middleware that puts per-client API-key
+// authentication in front of LLM endpoints.
+//
+// Per request it resolves the target client (by default the route
+// parameter "client"), asks the store whether that client requires a key,
+// lets anonymous callers through when it does not, and otherwise demands
+// "Authorization: Bearer TOKEN" where the token is an active, unexpired key
+// of that very client. Refusals follow RFC 6750. A store that cannot answer
+// yields 503, never anonymous access.
+//
+// The smallest use, with a store from package keystore (usually a
+// keystore.Cache over a keystore.SQLStore):
+//
+//	g := e.Group("/v1/clients/:client", middleware.WithConfig(middleware.Config{Store: cache}))
+//	g.POST("/chat", chat)
+//
+// Handlers read the caller with [PrincipalFrom].
+package middleware

@@ -1,0 +1,64 @@
+package middleware
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Outcome is how the middleware decided a request; it is the "outcome"
+// label of llmauth_requests_total.
+type Outcome string
+
+// Outcomes.
+const (
+	// OutcomeAnonymous: the client requires no key; the caller passed.
+	OutcomeAnonymous Outcome = "anonymous"
+	// OutcomeAuthenticated: a valid key of the client; the caller passed.
+	OutcomeAuthenticated Outcome = "authenticated"
+	// OutcomeMissingToken: the client requires a key and none was sent (401).
+	OutcomeMissingToken Outcome = "missing_token"
+	// OutcomeInvalidToken: the token is unknown, revoked, expired,
+	// malformed or another client's (401).
+	OutcomeInvalidToken Outcome = "invalid_token"
+	// OutcomeMalformed: the Authorization header is not one well-formed
+	// Bearer credential (400).
+	OutcomeMalformed Outcome = "malformed"
+	// OutcomeUnknownClient: no such client (404).
+	OutcomeUnknownClient Outcome = "unknown_client"
+	// OutcomeUnavailable: the store could not decide (503).
+	OutcomeUnavailable Outcome = "unavailable"
+)
+
+// UnknownClientLabel is the client label of decisions about no existing
+// client. A client name cannot start with "_", so it never collides.
+const UnknownClientLabel = "_unknown"
+
+// Causes of a refusal, wrapped by [Error].
+var (
+	ErrMissingToken     = errors.New("middleware: missing bearer token")
+	ErrMalformedRequest = errors.New("middleware: malformed authorization")
+	ErrInvalidToken     = errors.New("middleware: invalid token")
+	ErrUnknownClient    = errors.New("middleware: unknown client")
+	ErrUnavailable      = errors.New("middleware: key state unavailable")
+)
+
+// Error is a refusal: what the middleware passes to Config.ErrorHandler.
+type Error struct {
+	// Status is the HTTP status the default handler answers with.
+	Status int
+	// Outcome is the decision, as counted in metrics.
+	Outcome Outcome
+	// Client is the client's name, or UnknownClientLabel.
+	Client string
+	// Err is the cause: one of the Err* values above, wrapping detail. It
+	// never contains a token.
+	Err error
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	return fmt.Sprintf("llmauth: %d %s for client %s: %v", e.Status, e.Outcome, e.Client, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }

@@ -1,0 +1,295 @@
+// End-to-end tests of the whole stack: Echo, the middleware, the cache, the
+// change watcher and the SQL store on PostgreSQL and SQLite, with real
+// Prometheus collectors, over real HTTP.
+package llmauth_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/llmauth/llmauth/internal/pgtest"
+	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/metrics"
+	"github.com/llmauth/llmauth/middleware"
+)
+
+type stack struct {
+	url     string
+	store   *keystore.SQLStore
+	reg     *prometheus.Registry
+	m       *metrics.Metrics
+	watcher *keystore.Watcher
+}
+
+func newStack(t *testing.T, dbURL string) *stack {
+	t.Helper()
+	ctx := context.Background()
+	db, err := keystore.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := keystore.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	store, err := keystore.NewSQLStore(db, keystore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, metrics.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := keystore.NewCache(store, keystore.CacheOptions{Observer: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cache.Close() })
+	wopts := keystore.WatcherOptions{Observer: m}
+	if store.IsPostgres() {
+		wopts.PostgresURL = dbURL
+	}
+	w, err := keystore.NewWatcher(store, cache, wopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	audit, err := keystore.NewUsageAudit(store, keystore.UsageOptions{Observer: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = audit.Close(context.Background()) })
+
+	e := echo.New()
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	g := e.Group("/v1/clients/:client", middleware.WithConfig(middleware.Config{Store: cache, Metrics: m, Usage: audit}))
+	g.POST("/chat", func(c echo.Context) error {
+		p, _ := middleware.PrincipalFrom(c)
+		var keyID any
+		if !p.Anonymous {
+			keyID = p.KeyID
+		}
+		return c.JSON(http.StatusOK, map[string]any{"client": p.Client, "anonymous": p.Anonymous, "key_id": keyID})
+	})
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return &stack{url: srv.URL, store: store, reg: reg, m: m, watcher: w}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (s *stack) chat(t *testing.T, client string, auth ...string) response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.url+"/v1/clients/"+client+"/chat", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range auth {
+		req.Header.Add("Authorization", a)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return response{res.StatusCode, res.Header, string(b)}
+}
+
+// eventually retries check until it passes or the contract's second is up.
+func eventually(t *testing.T, what string, check func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for !check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not seen within 1s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStack(t *testing.T) {
+	dbs := map[string]func(testing.TB) string{
+		"sqlite":   func(t testing.TB) string { return "sqlite:" + filepath.Join(t.TempDir(), "stack.db") },
+		"postgres": pgtest.NewDatabase,
+	}
+	for name, url := range dbs {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testStack(t, newStack(t, url(t)))
+		})
+	}
+}
+
+func testStack(t *testing.T, s *stack) {
+	ctx := context.Background()
+	for _, n := range []string{"open", "locked", "other"} {
+		if _, err := s.store.CreateClient(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := s.store.CreateKey(ctx, "locked", keystore.KeySpec{Name: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := s.store.CreateKey(ctx, "other", keystore.KeySpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon := time.Now().Add(1500 * time.Millisecond)
+	expiring, err := s.store.CreateKey(ctx, "locked", keystore.KeySpec{ExpiresAt: &soon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, err := s.store.CreateKey(ctx, "locked", keystore.KeySpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.store.DeactivateKey(ctx, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	bearer := func(k keystore.NewKey) string { return "Bearer " + k.Token.Reveal() }
+	realm := `Bearer realm="llmauth"`
+
+	rows := []struct {
+		name, client string
+		auth         []string
+		status       int
+		www          string
+		outcome      string
+		label        string
+	}{
+		{"open client", "open", nil, 200, "", "anonymous", "open"},
+		{"open client, header not examined", "open", []string{"Bearer", "junk"}, 200, "", "anonymous", "open"},
+		{"valid token of the client", "locked", []string{bearer(key)}, 200, "", "authenticated", "locked"},
+		{"no Authorization", "locked", nil, 401, realm, "missing_token", "locked"},
+		{"unknown token", "locked", []string{"Bearer " + strings.Replace(key.Token.Reveal(), key.Token.LookupID(), "000000000000", 1)}, 401, realm + `, error="invalid_token"`, "invalid_token", "locked"},
+		{"revoked", "locked", []string{bearer(revoked)}, 401, realm + `, error="invalid_token"`, "invalid_token", "locked"},
+		{"another client's key", "locked", []string{bearer(other)}, 401, realm + `, error="invalid_token"`, "invalid_token", "locked"},
+		{"two headers", "locked", []string{bearer(key), bearer(key)}, 400, realm + `, error="invalid_request"`, "malformed", "locked"},
+		{"bad characters", "locked", []string{"Bearer a,b"}, 400, realm + `, error="invalid_request"`, "malformed", "locked"},
+		{"unknown client", "nobody", nil, 404, "", "unknown_client", "_unknown"},
+		{"junk client name", "Robert');DROP", nil, 404, "", "unknown_client", "_unknown"},
+	}
+	var invalidBody string
+	for _, r := range rows {
+		before := requests(t, s, r.label, r.outcome)
+		res := s.chat(t, r.client, r.auth...)
+		if res.status != r.status || res.header.Get("WWW-Authenticate") != r.www {
+			t.Fatalf("%s: %d %q, want %d %q (%s)", r.name, res.status, res.header.Get("WWW-Authenticate"), r.status, r.www, res.body)
+		}
+		if (r.status == 401 || r.status == 400) && res.header.Get("Cache-Control") != "no-store" {
+			t.Fatalf("%s: Cache-Control %q", r.name, res.header.Get("Cache-Control"))
+		}
+		if r.outcome == "invalid_token" {
+			if invalidBody == "" {
+				invalidBody = res.body
+			} else if res.body != invalidBody {
+				t.Fatalf("%s: body %q differs from %q", r.name, res.body, invalidBody)
+			}
+		}
+		if got := requests(t, s, r.label, r.outcome) - before; got != 1 {
+			t.Fatalf("%s: llmauth_requests_total{client=%q,outcome=%q} moved by %v, want 1", r.name, r.label, r.outcome, got)
+		}
+		if strings.Contains(res.body, key.Token.Reveal()) {
+			t.Fatalf("%s: token in the body", r.name)
+		}
+	}
+	var ok struct {
+		Client    string `json:"client"`
+		Anonymous bool   `json:"anonymous"`
+		KeyID     *int64 `json:"key_id"`
+	}
+	res := s.chat(t, "locked", bearer(key))
+	if err := json.Unmarshal([]byte(res.body), &ok); err != nil || ok.Client != "locked" || ok.Anonymous || ok.KeyID == nil || *ok.KeyID != key.ID {
+		t.Fatalf("authenticated body %s", res.body)
+	}
+
+	// Expiry: the key stops at expires_at and the client stays locked.
+	if res := s.chat(t, "locked", bearer(expiring)); res.status != 200 {
+		t.Fatalf("unexpired key: %d", res.status)
+	}
+	time.Sleep(time.Until(soon))
+	if res := s.chat(t, "locked", bearer(expiring)); res.status != 401 || res.body != invalidBody {
+		t.Fatalf("expired key: %d %s", res.status, res.body)
+	}
+
+	// Revoking the last active keys opens the client; a new key locks it.
+	for _, k := range []keystore.NewKey{key, expiring} {
+		if _, err := s.store.DeactivateKey(ctx, k.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "revoking the last key opens the client", func() bool { return s.chat(t, "locked").status == 200 })
+	if _, err := s.store.CreateKey(ctx, "open", keystore.KeySpec{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a first key locks the client", func() bool { return s.chat(t, "open").status == 401 })
+
+	// No attacker-chosen name became a label; cache metrics moved.
+	if n := testutil.CollectAndCount(s.reg, "llmauth_requests_total"); n == 0 {
+		t.Fatal("no request series")
+	}
+	exp, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(exp.Body)
+	exp.Body.Close()
+	text := string(body)
+	for _, bad := range []string{"nobody", "Robert", "DROP"} {
+		if strings.Contains(text, bad) {
+			t.Fatalf("%q reached the metrics", bad)
+		}
+	}
+	for _, want := range []string{`llmauth_cache_lookups_total{cache="clients",result="hit"}`, `llmauth_store_call_duration_seconds_count{op="verify"}`} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("metrics lack %s", want)
+		}
+	}
+}
+
+// requests reads llmauth_requests_total{client, outcome} from the
+// registry, as a scrape would show it; 0 when the series does not exist.
+func requests(t *testing.T, s *stack, client, outcome string) float64 {
+	t.Helper()
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "llmauth_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["client"] == client && labels["outcome"] == outcome {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
