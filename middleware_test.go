@@ -293,3 +293,82 @@ func requests(t *testing.T, s *stack, client, outcome string) float64 {
 	}
 	return 0
 }
+
+// TestOutage stops a PostgreSQL of the test's own under a running stack:
+// no keyed client is served without a valid token, undecidable requests get
+// 503 with Retry-After, and service comes back without a restart.
+func TestOutage(t *testing.T) {
+	srv := pgtest.StartServer(t)
+	s := newStack(t, pgtest.NewDatabaseOn(t, srv.URL()))
+	ctx := context.Background()
+	for _, n := range []string{"open", "locked", "cold"} {
+		if _, err := s.store.CreateClient(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := s.store.CreateKey(ctx, "locked", keystore.KeySpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cold, err := s.store.CreateKey(ctx, "cold", keystore.KeySpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spare, err := s.store.CreateKey(ctx, "locked", keystore.KeySpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Warm the cache for "locked" and its first key only.
+	if res := s.chat(t, "locked", "Bearer "+key.Token.Reveal()); res.status != 200 {
+		t.Fatalf("before the outage: %d", res.status)
+	}
+
+	srv.Stop(t)
+	rows := []struct {
+		name, client, auth string
+		status             int
+	}{
+		{"open client, state not cached", "open", "", 503},
+		{"keyed client, state not cached, no token", "cold", "", 503},
+		{"keyed client, state not cached, valid token", "cold", "Bearer " + cold.Token.Reveal(), 503},
+		{"cached keyed client, no token", "locked", "", 401},
+		{"cached keyed client, uncached token", "locked", "Bearer " + spare.Token.Reveal(), 503},
+		{"cached keyed client, cached token inside TTL", "locked", "Bearer " + key.Token.Reveal(), 200},
+	}
+	for _, r := range rows {
+		var auth []string
+		if r.auth != "" {
+			auth = append(auth, r.auth)
+		}
+		res := s.chat(t, r.client, auth...)
+		if res.status != r.status {
+			t.Fatalf("%s: %d, want %d (%s)", r.name, res.status, r.status, res.body)
+		}
+		if r.status == 503 && res.header.Get("Retry-After") == "" {
+			t.Fatalf("%s: 503 without Retry-After", r.name)
+		}
+	}
+	if got := requests(t, s, "_unknown", "unavailable"); got != 3 {
+		t.Fatalf("unavailable decisions for unknown-state clients counted %v, want 3", got)
+	}
+
+	srv.Start(t)
+	back := time.Now()
+	deadline := back.Add(5 * time.Second)
+	for res := s.chat(t, "open"); res.status != 200; res = s.chat(t, "open") {
+		t.Logf("recovering: %d %s", res.status, res.body)
+		if time.Now().After(deadline) {
+			t.Fatal("no recovery within 5s of the database's return")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("OUTAGE recovery: first 200 %v after the database accepted connections", time.Since(back).Round(time.Millisecond))
+	if res := s.chat(t, "cold", "Bearer "+cold.Token.Reveal()); res.status != 200 {
+		t.Fatalf("after recovery: %d", res.status)
+	}
+	// The change feed works again: a revoke is seen within the second.
+	if _, err := s.store.DeactivateKey(ctx, cold.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "revoke after recovery", func() bool { return s.chat(t, "cold").status == 200 })
+}

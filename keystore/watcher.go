@@ -197,8 +197,9 @@ func (w *Watcher) listen(ctx context.Context) {
 				}
 			}
 		case <-ping.C:
-			// Finds a dead connection that TCP has not yet reported.
-			go func() { _ = w.listener.Ping() }()
+			// Finds a dead connection that TCP has not yet reported; lib/pq
+			// then reconnects, and the nil notification flushes.
+			_ = w.listener.Ping()
 		}
 	}
 }

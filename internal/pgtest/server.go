@@ -69,7 +69,8 @@ exit "$status"
 // Server is a throwaway PostgreSQL server owned by one test or one test
 // run: its data directory lives in a fresh temporary directory, it listens
 // on 127.0.0.1 only, trusts every local connection, and trades durability
-// for speed (fsync off). Its superuser is postgres.
+// against operating system crashes for speed (fsync off); what was
+// committed survives Stop and Start. Its superuser is postgres.
 //
 // Server is safe for concurrent use.
 type Server struct {
@@ -258,8 +259,10 @@ func (s *Server) start(ctx context.Context) error {
 		"-c", "port=" + strconv.Itoa(s.port),
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories=" + socketDir,
+		// fsync and full_page_writes guard against operating system
+		// crashes only. synchronous_commit must stay on: Stop kills
+		// postgres, and commits still in its WAL buffers would be lost.
 		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off",
 		"-c", "shared_buffers=16MB",
 		"-c", "max_connections=200",
@@ -305,21 +308,41 @@ func (s *Server) waitReady(ctx context.Context, p *process) error {
 		return fmt.Errorf("pgtest: %w", err)
 	}
 	defer db.Close()
+	exited := func() error {
+		return fmt.Errorf("pgtest: postgres exited during startup: %v", p.err)
+	}
+	timedOut := func(last error) error {
+		return fmt.Errorf("pgtest: postgres not accepting connections on port %d: %w (last error: %v)",
+			s.port, context.Cause(ctx), last)
+	}
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-		err = db.PingContext(pctx)
-		pcancel()
-		if err == nil {
-			return nil
+		// The driver does not give up a half-open connection when its
+		// context ends, so a ping that hangs (the port answered by some
+		// other program) must not keep us from noticing that postgres
+		// died: ping in the background, at most connect_timeout long.
+		pinged := make(chan error, 1)
+		go func() {
+			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+			defer pcancel()
+			pinged <- db.PingContext(pctx)
+		}()
+		select {
+		case err = <-pinged:
+			if err == nil {
+				return nil
+			}
+		case <-p.done:
+			return exited()
+		case <-ctx.Done():
+			return timedOut(err)
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("pgtest: postgres exited during startup: %v", p.err)
+			return exited()
 		case <-ctx.Done():
-			return fmt.Errorf("pgtest: postgres not accepting connections on port %d: %w (last error: %v)",
-				s.port, context.Cause(ctx), err)
+			return timedOut(err)
 		case <-tick.C:
 		}
 	}

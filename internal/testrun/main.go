@@ -59,18 +59,27 @@ func main() {
 
 // run does everything and returns the exit status.
 func run(extra []string) int {
+	// On SIGINT or SIGTERM the running step is interrupted (and killed
+	// after childGrace), then the throwaway server is stopped. Further
+	// signals are ignored so that this cleanup gets to finish.
 	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
-	go func() {
-		<-ctx.Done()
-		// A second signal kills us the usual way; a throwaway server
-		// shuts itself down when we die.
-		stopSignals()
-	}()
 
 	env := os.Environ()
-	pgSkipped := false
-	switch url, stop, err := ensurePostgres(ctx); {
+	url, stopPostgres, err := ensurePostgres(ctx)
+	if stopPostgres != nil {
+		defer func() {
+			if err := stopPostgres(); err != nil {
+				logf("stopping the throwaway PostgreSQL: %v", err)
+			}
+		}()
+	}
+	if ctx.Err() != nil {
+		logf("interrupted")
+		return 1
+	}
+	pgSkipped := err != nil
+	switch {
 	case err != nil && required(envRequirePostgres):
 		logf("%v", err)
 		logf("FAILED: PostgreSQL is required (%s=1)", envRequirePostgres)
@@ -80,20 +89,8 @@ func run(extra []string) int {
 			"",
 			"THE POSTGRESQL TESTS WILL BE SKIPPED.",
 			fmt.Sprintf("Set %s=1 to make this a failure.", envRequirePostgres))
-		pgSkipped = true
 	default:
 		env = append(env, envDatabaseURL+"="+url)
-		if stop != nil {
-			defer func() {
-				if err := stop(); err != nil {
-					logf("stopping the throwaway PostgreSQL: %v", err)
-				}
-			}()
-		}
-	}
-	if ctx.Err() != nil {
-		logf("interrupted")
-		return 1
 	}
 
 	race, err := raceAvailable(ctx, env)
@@ -107,6 +104,9 @@ func run(extra []string) int {
 			"",
 			"THE TESTS WILL RUN WITHOUT THE RACE DETECTOR.",
 			fmt.Sprintf("Set %s=1 to make this a failure.", envRequireRace))
+		// Without a C compiler even a build without -race fails
+		// while cgo is on.
+		env = append(env, "CGO_ENABLED=0")
 	}
 
 	flags, pkgs := splitArgs(extra)
@@ -128,7 +128,7 @@ func run(extra []string) int {
 	if code != 0 {
 		logf("FAILED: go test exited with status %d", code)
 	}
-	if !race && err != nil {
+	if !race {
 		loud("Reminder: the tests ran WITHOUT the race detector.")
 	}
 	if pgSkipped {
@@ -154,7 +154,7 @@ func ensurePostgres(ctx context.Context) (url string, stop func() error, err err
 	srv, stop, err := pgtest.Launch(ctx, logf)
 	if errors.Is(err, pgtest.ErrNoBinaries) {
 		return "", nil, fmt.Errorf("%w\n"+
-			"To run the PostgreSQL tests, install PostgreSQL (the server binaries need not be running):\n"+
+			"To run the PostgreSQL tests, install PostgreSQL (testrun starts its own server from the installed binaries):\n"+
 			"    Debian/Ubuntu:  apt-get install postgresql\n"+
 			"    macOS:          brew install postgresql@16\n"+
 			"or point %s at a server.", err, envDatabaseURL)
@@ -248,16 +248,30 @@ func hasTimeout(args []string) bool {
 }
 
 // runGo runs the go command with args, streaming its output, and returns
-// its exit status (1 when it has none). On a signal the child is
-// interrupted, then killed after childGrace.
+// its exit status (1 when it has none). The go command and everything it
+// starts (compilers, test binaries) run in a process group of their own:
+// when ctx ends, the whole group is interrupted, as ^C in a terminal
+// would, and killed if it has not exited after childGrace.
 func runGo(ctx context.Context, env []string, args ...string) int {
+	if ctx.Err() != nil {
+		logf("interrupted; not running go %s", args[0])
+		return 1
+	}
 	logf("running: go %s", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		logf("interrupted; stopping go %s", args[0])
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+	}
 	cmd.WaitDelay = childGrace
 	err := cmd.Run()
+	if ctx.Err() != nil && cmd.Process != nil {
+		// Test binaries the go command left behind.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	if err == nil {
 		return 0
 	}
