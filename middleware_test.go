@@ -6,10 +6,14 @@ package llmauth_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -371,4 +375,76 @@ func TestOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "revoke after recovery", func() bool { return s.chat(t, "cold").status == 200 })
+}
+
+// TestDashboardsMatchMetrics keeps dashboards/ honest: every llmauth_
+// series a panel or alert queries is one the stack exports. With promtool
+// on PATH it also checks the alert rules and lints a real scrape.
+func TestDashboardsMatchMetrics(t *testing.T) {
+	s := newStack(t, "sqlite:"+filepath.Join(t.TempDir(), "dash.db"))
+	// Touch every family so that each has at least one series.
+	s.m.Decision("demo", "anonymous")
+	s.m.CacheLookup("clients", true)
+	s.m.StaleServed("clients")
+	s.m.Invalidated("flush")
+	s.m.StoreCall("verify", time.Millisecond, nil)
+	s.m.StoreCall("verify", time.Millisecond, errors.New("down"))
+	s.m.ChangeEvent("poll")
+	s.m.ListenerUp(true)
+	s.m.UsageFlushed(1, nil)
+	s.m.UsageDropped(1)
+	res, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrape, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	exported := map[string]bool{}
+	for _, line := range strings.Split(string(scrape), "\n") {
+		if name, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			f := strings.Fields(name)
+			exported[f[0]] = true
+			if f[1] == "histogram" {
+				for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+					exported[f[0]+suffix] = true
+				}
+			}
+		}
+	}
+	series := regexp.MustCompile(`llmauth_[a-z_]+`)
+	for _, file := range []string{"dashboards/llmauth.json", "dashboards/alerts.yml"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := series.FindAllString(string(b), -1)
+		if len(names) == 0 {
+			t.Fatalf("%s queries no llmauth series", file)
+		}
+		for _, n := range names {
+			if !exported[n] {
+				t.Errorf("%s queries %s, which the stack does not export", file, n)
+			}
+		}
+	}
+	var dash struct {
+		Panels []struct{ Title string } `json:"panels"`
+	}
+	if b, _ := os.ReadFile("dashboards/llmauth.json"); json.Unmarshal(b, &dash) != nil || len(dash.Panels) == 0 {
+		t.Fatal("dashboards/llmauth.json is not a dashboard")
+	}
+
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Log("promtool not on PATH (Debian: apt-get install prometheus): rules and scrape lint not checked")
+		return
+	}
+	if out, err := exec.Command(promtool, "check", "rules", "dashboards/alerts.yml").CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	lint := exec.Command(promtool, "check", "metrics")
+	lint.Stdin = strings.NewReader(string(scrape))
+	if out, err := lint.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
 }
