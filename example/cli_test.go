@@ -1,0 +1,412 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// oneLineOfStderr checks the contract's "one-line reason on stderr".
+func oneLineOfStderr(t *testing.T, r result) {
+	t.Helper()
+	msg := strings.TrimSuffix(r.stderr, "\n")
+	if msg == "" || strings.Contains(msg, "\n") {
+		t.Errorf("want exactly one line on stderr, got %q", r.stderr)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	every := [][]string{{"--help"}, {"-h"}, {"help"}, {"clients", "--help"}, {"keys", "-h"}, {"help", "keys"}}
+	for _, c := range commands() {
+		every = append(every, append(strings.Fields(c.path), "--help"), append(strings.Fields(c.path), "-h"),
+			append([]string{"help"}, strings.Fields(c.path)...))
+	}
+	dir := t.TempDir()
+	for _, args := range every {
+		t.Run(strings.Join(args, "_"), func(t *testing.T) {
+			r := runBinary(t, dir, baseEnv(), args...)
+			if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "Usage") {
+				t.Fatalf("want exit 0, help on stderr, nothing on stdout; got %v", r)
+			}
+			if !strings.Contains(r.stderr, "Exit status") {
+				t.Errorf("help does not document the exit codes:\n%s", r.stderr)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "llmauth.db")); err == nil {
+		t.Error("help created llmauth.db")
+	}
+
+	top := runBinary(t, dir, baseEnv(), "--help").stderr
+	for _, c := range commands() {
+		if !strings.Contains(top, c.path) {
+			t.Errorf("top-level help does not list %q", c.path)
+		}
+	}
+	for _, want := range []string{"DATABASE_URL", "llmauth.db", "postgres://", "sqlite:"} {
+		if !strings.Contains(top, want) {
+			t.Errorf("top-level help does not mention %q", want)
+		}
+	}
+	// Each command's help lists its own flags.
+	for args, flags := range map[string][]string{
+		"serve":        {"--addr", "--cache-ttl", "--stale-if-error", "--poll-interval", "--usage-flush-interval", "--log-level", "--log-format", "--trusted-proxy", "--database-url", "X-Forwarded-For"},
+		"keys create":  {"--client", "--name", "--expires", "--json", "--database-url"},
+		"keys list":    {"--client", "--json", "last_used_at"},
+		"keys rotate":  {"--grace", "--json"},
+		"keys revoke":  {"anonymous"},
+		"clients list": {"--json", "requires_key"},
+	} {
+		help := runBinary(t, dir, baseEnv(), append(strings.Fields(args), "--help")...).stderr
+		for _, f := range flags {
+			if !strings.Contains(help, f) {
+				t.Errorf("help of %s does not mention %s", args, f)
+			}
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	r := runBinary(t, t.TempDir(), baseEnv(), "version")
+	if r.code != 0 || strings.Count(r.stdout, "\n") != 1 || !strings.HasPrefix(r.stdout, "llmauth example ") {
+		t.Fatalf("version: %v", r)
+	}
+}
+
+// TestUsageErrors: bad usage and bad input exit 2 with one line on stderr,
+// print nothing on stdout and write nothing (not even the database file).
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"nosuch"},
+		{"clients"},
+		{"clients", "frob"},
+		{"clients", "create"},
+		{"clients", "create", "a", "b"},
+		{"clients", "create", "Bad_Name"},
+		{"clients", "create", "--", "-leading-dash"},
+		{"clients", "create", strings.Repeat("a", 64)},
+		{"clients", "create", "tab\tname"},
+		{"clients", "create", "foo", "--bogus"},
+		{"clients", "list", "--bogus"},
+		{"clients", "list", "extra"},
+		{"clients", "delete", "UPPER"},
+		{"keys"},
+		{"keys", "create"},
+		{"keys", "create", "--client"},
+		{"keys", "create", "--client", "Bad"},
+		{"keys", "create", "--client", "foo", "--expires", "soon"},
+		{"keys", "create", "--client", "foo", "--expires", "0s"},
+		{"keys", "create", "--client", "foo", "--expires", "-5m"},
+		{"keys", "create", "--client", "foo", "extra"},
+		{"keys", "list"},
+		{"keys", "list", "--client", "-x"},
+		{"keys", "revoke"},
+		{"keys", "revoke", "abc"},
+		{"keys", "revoke", "0"},
+		{"keys", "revoke", "--", "-3"},
+		{"keys", "revoke", "1", "2"},
+		{"keys", "activate", "x"},
+		{"keys", "delete", "1.5"},
+		{"keys", "rotate", "1", "--grace", "-1s"},
+		{"keys", "rotate", "1", "--grace", "later"},
+		{"--addr", "127.0.0.1:1", "migrate"},
+		{"--bogus"},
+		{"migrate", "extra"},
+		{"serve", "--addr", "nonsense"},
+		{"serve", "--log-level", "loud"},
+		{"serve", "--log-format", "xml"},
+		{"serve", "--cache-ttl", "0s"},
+		{"serve", "--poll-interval", "-1s"},
+		{"serve", "--trusted-proxy", "not-a-cidr"},
+		{"--log-level", "loud"},
+		{"help", "nosuch"},
+	} {
+		t.Run(strings.Join(args, "_"), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			db := filepath.Join(dir, "store.db")
+			r := runBinary(t, dir, baseEnv(), append(args, "--database-url", "sqlite:"+db)...)
+			if r.code != 2 || r.stdout != "" {
+				t.Fatalf("want exit 2 and nothing on stdout; got %v", r)
+			}
+			oneLineOfStderr(t, r)
+			for _, f := range []string{db, filepath.Join(dir, "llmauth.db")} {
+				if _, err := os.Stat(f); err == nil {
+					t.Errorf("%s was created", f)
+				}
+			}
+		})
+	}
+}
+
+// TestDatabaseURLErrors: a malformed URL is bad input (2), an unreachable
+// database a failure (1); neither leaks a password.
+func TestDatabaseURLErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url  string
+		code int
+	}{
+		{"mysql://localhost/x", 2},
+		{"sqlite:", 2},
+		{"sqlite:x.db?mode=ro", 2},
+		{"postgres://user:hunter2@127.0.0.1:notaport/x", 2},
+		{"postgres://user:hunter2\"q@127.0.0.1:notaport/x", 2},
+		{"postgresql://user:hunter2@[::1/x", 2},
+		{"llmauth.db", 2},
+		{"postgres://user:hunter2@127.0.0.1:1/x?sslmode=disable&connect_timeout=2", 1},
+		{"sqlite:" + filepath.Join(t.TempDir(), "no", "such", "dir", "x.db"), 1},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			t.Parallel()
+			for _, r := range []result{
+				runBinary(t, t.TempDir(), baseEnv(), "--database-url", tc.url, "clients", "list"),
+				runBinary(t, t.TempDir(), baseEnv(), "clients", "list", "--database-url", tc.url),
+				runBinary(t, t.TempDir(), baseEnv(envDatabaseURL+"="+tc.url), "clients", "list"),
+				runBinary(t, t.TempDir(), baseEnv(), "serve", "--addr", "127.0.0.1:0", "--database-url", tc.url),
+			} {
+				if r.code != tc.code || r.stdout != "" {
+					t.Fatalf("want exit %d and nothing on stdout; got %v", tc.code, r)
+				}
+				oneLineOfStderr(t, r)
+				if strings.Contains(r.stderr, "hunter2") {
+					t.Errorf("stderr leaks the password: %q", r.stderr)
+				}
+			}
+		})
+	}
+}
+
+// TestDatabaseSelection: the flag wins over DATABASE_URL, which wins over
+// the embedded default llmauth.db in the working directory.
+func TestDatabaseSelection(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	envDB := filepath.Join(t.TempDir(), "env.db")
+	flagDB := filepath.Join(t.TempDir(), "flag.db")
+
+	if r := runBinary(t, dir, baseEnv(), "clients", "create", "in-default"); r.code != 0 {
+		t.Fatal(r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "llmauth.db")); err != nil {
+		t.Fatalf("the embedded default did not create llmauth.db: %v", err)
+	}
+	env := baseEnv(envDatabaseURL + "=sqlite:" + envDB)
+	if r := runBinary(t, dir, env, "clients", "create", "in-env"); r.code != 0 {
+		t.Fatal(r)
+	}
+	if r := runBinary(t, dir, env, "clients", "create", "in-flag", "--database-url", "file:"+flagDB); r.code != 0 {
+		t.Fatal(r)
+	}
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{baseEnv(), nil, "in-default"},
+		{env, nil, "in-env"},
+		{env, []string{"--database-url", "sqlite:" + flagDB}, "in-flag"},
+	} {
+		r := runBinary(t, dir, tc.env, append([]string{"clients", "list", "--json"}, tc.args...)...)
+		var got []clientView
+		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got) != 1 || got[0].Name != tc.want {
+			t.Errorf("clients list %v: want only %s, got %v (%v)", tc.args, tc.want, r, err)
+		}
+	}
+}
+
+// TestCLI walks every command on both stores.
+func TestCLI(t *testing.T) {
+	t.Parallel()
+	for _, sc := range stores() {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			c := newCLI(t, sc.newURL(t))
+
+			// Empty lists are [] in JSON.
+			c.ok("migrate")
+			c.ok("migrate")
+			if r := c.ok("clients", "list", "--json"); strings.TrimSpace(r.stdout) != "[]" {
+				t.Errorf("clients list --json on an empty database: %q", r.stdout)
+			}
+
+			// Flags before and after positionals.
+			if r := c.ok("clients", "create", "bot-a"); r.stdout != "" {
+				t.Errorf("clients create printed %q on stdout", r.stdout)
+			}
+			if r := runBinary(t, c.dir, c.env, "--database-url", c.db, "clients", "create", "bot-b"); r.code != 0 {
+				t.Fatal(r)
+			}
+			if r := runBinary(t, c.dir, c.env, "clients", "--database-url", c.db, "create", "bot-c"); r.code != 0 {
+				t.Fatal(r)
+			}
+			if r := runBinary(t, c.dir, baseEnv(envDatabaseURL+"="+c.db), "clients", "create", "bot-d"); r.code != 0 {
+				t.Fatal(r)
+			}
+			if r := c.ok("keys", "list", "--json", "--client", "bot-a"); strings.TrimSpace(r.stdout) != "[]" {
+				t.Errorf("keys list --json of a client without keys: %q", r.stdout)
+			}
+
+			// Bad input that needs the database: exit 2, one line, no write.
+			before := c.ok("clients", "list", "--json").stdout
+			for _, args := range [][]string{
+				{"clients", "create", "bot-a"},
+				{"clients", "delete", "ghost"},
+				{"keys", "create", "--client", "ghost"},
+				{"keys", "list", "--client", "ghost"},
+				{"keys", "revoke", "999999"},
+				{"keys", "activate", "999999"},
+				{"keys", "rotate", "999999"},
+				{"keys", "delete", "999999"},
+				{"keys", "create", "--client", "bot-a", "--name", strings.Repeat("n", 201)},
+			} {
+				r := c.run(args...)
+				if r.code != 2 || r.stdout != "" {
+					t.Errorf("%v: want exit 2, nothing on stdout; got %v", args, r)
+				}
+				oneLineOfStderr(t, r)
+			}
+			if after := c.ok("clients", "list", "--json").stdout; after != before {
+				t.Errorf("a refused command changed the clients:\nbefore %s\nafter %s", before, after)
+			}
+
+			// keys create: the token alone on one line.
+			r := c.ok("keys", "create", "--client", "bot-a", "--name", "plain")
+			if !tokenRE.MatchString(r.stdout) || strings.TrimSpace(r.stdout) != tokenRE.FindString(r.stdout) || !strings.HasSuffix(r.stdout, "\n") || strings.Count(r.stdout, "\n") != 1 {
+				t.Errorf("keys create stdout is not the token alone on one line: %q", r.stdout)
+			}
+			if !strings.Contains(r.stderr, "now requires a key") {
+				t.Errorf("the first key does not say the client now requires a key: %q", r.stderr)
+			}
+			plain := strings.TrimSpace(r.stdout)
+
+			// keys create --json.
+			r = c.ok("keys", "create", "--json", "--client", "bot-a", "--name", "ci", "--expires", "720h")
+			var raw map[string]any
+			if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil {
+				t.Fatalf("keys create --json: %v in %q", err, r.stdout)
+			}
+			for _, f := range []string{"id", "token", "client", "name", "prefix", "expires_at", "created_at"} {
+				if _, ok := raw[f]; !ok {
+					t.Errorf("keys create --json lacks %q: %s", f, r.stdout)
+				}
+			}
+			var ci createdKey
+			_ = json.Unmarshal([]byte(r.stdout), &ci)
+			if ci.Client != "bot-a" || ci.Name != "ci" || !tokenRE.MatchString(ci.Token) || !strings.HasPrefix(ci.Token, ci.Prefix) || ci.ExpiresAt == nil {
+				t.Errorf("keys create --json: %+v", ci)
+			} else if d := time.Until(*ci.ExpiresAt); d < 719*time.Hour || d > 721*time.Hour {
+				t.Errorf("expires_at %v is not 720h away", ci.ExpiresAt)
+			}
+			noExpiry := c.createKey("bot-a")
+			if r := c.ok("keys", "create", "--client", "bot-a", "--json"); !strings.Contains(r.stdout, `"expires_at": null`) {
+				t.Errorf("expires_at is not null without --expires: %s", r.stdout)
+			}
+
+			// keys list: never the token or its digest.
+			r = c.ok("keys", "list", "--client", "bot-a", "--json")
+			var listed []map[string]any
+			if err := json.Unmarshal([]byte(r.stdout), &listed); err != nil || len(listed) != 4 {
+				t.Fatalf("keys list --json: %v, %q", err, r.stdout)
+			}
+			for _, k := range listed {
+				for _, f := range []string{"id", "name", "active", "expires_at", "last_used_at", "state", "prefix", "created_at"} {
+					if _, ok := k[f]; !ok {
+						t.Errorf("keys list --json lacks %q: %v", f, k)
+					}
+				}
+				for f := range k {
+					if strings.Contains(f, "token") || strings.Contains(f, "digest") || strings.Contains(f, "secret") || strings.Contains(f, "hash") {
+						t.Errorf("keys list --json has a field %q", f)
+					}
+				}
+			}
+			table := c.ok("keys", "list", "--client", "bot-a")
+			for _, out := range []string{r.stdout, table.stdout} {
+				if tokenRE.MatchString(out) || strings.Contains(out, plain[20:]) {
+					t.Errorf("keys list shows a token: %s", out)
+				}
+			}
+			if !strings.Contains(table.stdout, "ID") || !strings.Contains(table.stdout, "LAST USED") || !strings.Contains(table.stdout, `"ci"`) {
+				t.Errorf("keys list table:\n%s", table.stdout)
+			}
+
+			// clients list.
+			r = c.ok("clients", "list", "--json")
+			var clients []map[string]any
+			if err := json.Unmarshal([]byte(r.stdout), &clients); err != nil || len(clients) != 4 {
+				t.Fatalf("clients list --json: %v %q", err, r.stdout)
+			}
+			for _, cl := range clients {
+				for _, f := range []string{"name", "requires_key", "active_keys", "keys", "created_at"} {
+					if _, ok := cl[f]; !ok {
+						t.Errorf("clients list --json lacks %q: %v", f, cl)
+					}
+				}
+				if wantLocked := cl["name"] == "bot-a"; cl["requires_key"] != wantLocked {
+					t.Errorf("client %v requires_key = %v", cl["name"], cl["requires_key"])
+				}
+			}
+			if r := c.ok("clients", "list"); !strings.Contains(r.stdout, "REQUIRES KEY") || !strings.Contains(r.stdout, "bot-d") {
+				t.Errorf("clients list table:\n%s", r.stdout)
+			}
+
+			// keys revoke: nothing on stdout, a confirmation, and a warning
+			// only for the last active key.
+			all := c.listKeys("bot-a")
+			for i, k := range all {
+				r := c.ok("keys", "revoke", itoa(k.ID))
+				if r.stdout != "" || !strings.Contains(r.stderr, "revoked") {
+					t.Errorf("keys revoke: %v", r)
+				}
+				last := i == len(all)-1
+				if warned := strings.Contains(r.stderr, "anonymous"); warned != last {
+					t.Errorf("revoking key %d of %d: warning about anonymous requests = %v; stderr %q", i+1, len(all), warned, r.stderr)
+				}
+			}
+			for _, k := range c.listKeys("bot-a") {
+				if k.Active || k.State != "revoked" {
+					t.Errorf("after revoke: %+v", k)
+				}
+			}
+
+			// keys activate locks the client again; keys rotate prints a
+			// new token; keys delete of the last active key warns.
+			c.ok("keys", "activate", itoa(noExpiry.ID))
+			r = c.ok("keys", "rotate", itoa(noExpiry.ID), "--grace", "1h")
+			if !tokenRE.MatchString(r.stdout) || strings.Count(r.stdout, "\n") != 1 {
+				t.Errorf("keys rotate stdout: %q", r.stdout)
+			}
+			r = c.ok("keys", "rotate", itoa(noExpiry.ID), "--json")
+			var rotated createdKey
+			if err := json.Unmarshal([]byte(r.stdout), &rotated); err != nil || !tokenRE.MatchString(rotated.Token) || rotated.Client != "bot-a" {
+				t.Errorf("keys rotate --json: %v %q", err, r.stdout)
+			}
+			for _, k := range c.listKeys("bot-a") {
+				if k.Active {
+					if r := c.ok("keys", "delete", itoa(k.ID)); r.stdout != "" {
+						t.Errorf("keys delete printed %q", r.stdout)
+					}
+				}
+			}
+			if r := c.ok("clients", "list", "--json"); strings.Contains(r.stdout, `"requires_key": true`) {
+				t.Errorf("a client still requires a key: %s", r.stdout)
+			}
+
+			// clients delete.
+			c.ok("clients", "delete", "bot-a")
+			if r := c.run("keys", "list", "--client", "bot-a"); r.code != 2 {
+				t.Errorf("keys list of a deleted client: %v", r)
+			}
+		})
+	}
+}
+
+func itoa(id int64) string { return strconv.FormatInt(id, 10) }

@@ -1,0 +1,20 @@
+// Command example is the llmauth example server and its admin CLI: an Echo
+// app whose LLM routes (/v1/clients/NAME/chat and an OpenAI Chat
+// Completions–compatible stub) sit behind the llmauth middleware, and the
+// commands that manage clients and their API keys in the same database.
+//
+//	example clients create support-bot
+//	TOKEN=$(example keys create --client support-bot --name ci)
+//	example serve --addr 127.0.0.1:8080 &
+//	curl -X POST -H "Authorization: Bearer $TOKEN" \
+//	    http://127.0.0.1:8080/v1/clients/support-bot/chat -d '{"message":"hi"}'
+//
+// The database is --database-url, else $DATABASE_URL, else the SQLite file
+// llmauth.db in the working directory. "example --help" lists every
+// command; exit status 0 is success, 2 bad usage or input, 1 anything else.
+//
+// The files split by concern: main.go dispatches and maps errors to exit
+// codes, commands.go holds flags and help, cli.go the clients and keys
+// commands, server.go the serve wiring and shutdown, routes.go the HTTP
+// routes.
+package main

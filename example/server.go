@@ -1,0 +1,369 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/metrics"
+	"github.com/llmauth/llmauth/middleware"
+)
+
+// Timeouts of the HTTP server and its shutdown.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 2 * time.Minute
+	idleTimeout       = 2 * time.Minute
+	shutdownTimeout   = 10 * time.Second
+)
+
+// Demo clients, created on the embedded default database when it has no
+// client at all.
+const (
+	demoOpenClient   = "demo-open"
+	demoSecureClient = "demo-secure"
+)
+
+const serveDetails = `Routes:
+  POST /v1/clients/NAME/chat              protected; replies {"client", "anonymous",
+                                          "key_id", "key_name", "reply"}, where reply
+                                          echoes the request's "message"
+  POST /v1/clients/NAME/chat/completions  protected; OpenAI Chat Completions stub
+                                          whose assistant echoes the last user message
+                                          ("stream": true gives server-sent events):
+                                          point an OpenAI SDK at base URL
+                                          http://HOST:PORT/v1/clients/NAME
+  GET  /v1/clients/NAME/models            protected; lists the one model
+  GET  /healthz                           200 while the process runs
+  GET  /readyz                            200 while the database answers, else 503
+  GET  /metrics                           Prometheus metrics (llmauth_requests_total
+                                          by client and outcome, cache, store, ...)
+
+A client with no active key answers anyone. Once it has an active key, it
+needs "Authorization: Bearer TOKEN" with a valid key of that client: 401
+without a token or with a bad one, 400 for a malformed Authorization header,
+404 for an unknown client, 503 (with Retry-After) when the database cannot
+tell. Changes made by any process reach every server within a second.
+
+The remote IP in logs is the peer address: X-Forwarded-For is not trusted
+unless the peer is in a --trusted-proxy range.
+
+With the embedded default database and no client yet, serve creates the
+clients demo-open (no key) and demo-secure (one key) and prints, once, how
+to call them with curl.
+
+Logs go to stderr; the line "listening on http://ADDR" gives the bound
+address. SIGINT or SIGTERM shut down gracefully: requests in flight finish
+(up to 10s), pending last-used times are written, and the exit status is 0
+(1 if they could not be written).
+`
+
+func serveCommand() *command {
+	return &command{
+		path:     "serve",
+		synopsis: "[--addr HOST:PORT] [flags]",
+		summary:  "serve HTTP until SIGINT or SIGTERM (the default command)",
+		details:  serveDetails,
+		flags:    func(o *options, fs *flag.FlagSet) { o.registerServe(fs) },
+		run:      serve,
+	}
+}
+
+// validateServe refuses bad serve flags before anything starts.
+func (o *options) validateServe() error {
+	if _, _, err := net.SplitHostPort(o.addr); err != nil {
+		return usagef("serve: invalid --addr %q: want HOST:PORT", o.addr)
+	}
+	for _, d := range []struct {
+		name   string
+		v      time.Duration
+		zeroOK bool
+	}{
+		{"--cache-ttl", o.cacheTTL, false},
+		{"--stale-if-error", o.staleIfError, true},
+		{"--poll-interval", o.pollInterval, false},
+		{"--usage-flush-interval", o.usageFlushInterval, false},
+	} {
+		if d.v < 0 || (d.v == 0 && !d.zeroOK) {
+			return usagef("serve: %s must be a positive duration, got %s", d.name, d.v)
+		}
+	}
+	if _, err := parseLogLevel(o.logLevel); err != nil {
+		return err
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return usagef("serve: invalid --log-format %q: want text or json", o.logFormat)
+	}
+	return nil
+}
+
+func parseLogLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, usagef("serve: invalid --log-level %q: want debug, info, warn or error", s)
+}
+
+// newLogger returns the process's logger, writing to w. Whatever looks
+// like a token is cut to its public lookup id before it is written.
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	lvl, _ := parseLogLevel(level)
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(redactingHandler{next: h, token: regexp.MustCompile(keystore.TokenPrefix + `[0-9A-Za-z]{12}[0-9A-Za-z]*`)})
+}
+
+// redactingHandler keeps tokens out of the logs. Neither the keystore nor
+// the middleware logs one, but a caller can: a token pasted into the URL
+// path ends up in the client parameter and the logged path.
+type redactingHandler struct {
+	next  slog.Handler
+	token *regexp.Regexp
+}
+
+func (h redactingHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l)
+}
+
+func (h redactingHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, h.redact(r.Message), r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(h.attr(a))
+		return true
+	})
+	return h.next.Handle(ctx, out)
+}
+
+func (h redactingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	clean := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		clean[i] = h.attr(a)
+	}
+	return redactingHandler{next: h.next.WithAttrs(clean), token: h.token}
+}
+
+func (h redactingHandler) WithGroup(name string) slog.Handler {
+	return redactingHandler{next: h.next.WithGroup(name), token: h.token}
+}
+
+func (h redactingHandler) attr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, h.redact(v.String()))
+	case slog.KindGroup:
+		group := v.Group()
+		clean := make([]slog.Attr, len(group))
+		for i, g := range group {
+			clean[i] = h.attr(g)
+		}
+		return slog.Attr{Key: a.Key, Value: slog.GroupValue(clean...)}
+	case slog.KindAny:
+		switch x := v.Any().(type) {
+		case error:
+			return slog.String(a.Key, h.redact(x.Error()))
+		case fmt.Stringer:
+			return slog.String(a.Key, h.redact(x.String()))
+		}
+	}
+	return slog.Attr{Key: a.Key, Value: v}
+}
+
+// redact keeps the prefix and lookup id of anything token-like: enough to
+// tell which key it was, nothing of the secret.
+func (h redactingHandler) redact(s string) string {
+	if !strings.Contains(s, keystore.TokenPrefix) {
+		return s
+	}
+	return h.token.ReplaceAllStringFunc(s, func(m string) string {
+		return m[:len(keystore.TokenPrefix)+12] + "…"
+	})
+}
+
+// ipExtractor trusts the peer address, or X-Forwarded-For from the
+// configured proxies only: Echo's default would trust any private address.
+func (o *options) ipExtractor() echo.IPExtractor {
+	if len(o.trustedProxies) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	trust := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range o.trustedProxies {
+		trust = append(trust, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(trust...)
+}
+
+// serve runs the HTTP server until ctx ends, then shuts down in order:
+// server, usage audit (writes last_used_at), watcher, cache, database.
+func serve(ctx context.Context, a *app, _ []string) error {
+	o := &a.opts
+	if err := o.validateServe(); err != nil {
+		return err
+	}
+	logger := newLogger(a.stderr, o.logLevel, o.logFormat)
+	url, embedded := a.databaseURL()
+
+	store, db, err := a.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	var demoToken string
+	if embedded {
+		if demoToken, err = seedDemo(ctx, store); err != nil {
+			logger.Warn("could not create the demo clients", "err", err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(reg, metrics.Options{})
+	if err != nil {
+		return err
+	}
+
+	cache, err := keystore.NewCache(store, keystore.CacheOptions{TTL: o.cacheTTL, StaleIfError: o.staleIfError, Observer: m})
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
+
+	wopts := keystore.WatcherOptions{PollInterval: o.pollInterval, Observer: m, Logger: logger}
+	if store.IsPostgres() {
+		wopts.PostgresURL = url
+	}
+	watcher, err := keystore.NewWatcher(store, cache, wopts)
+	if err != nil {
+		return err
+	}
+	if err := watcher.Start(ctx); err != nil {
+		return err
+	}
+	defer watcher.Close()
+
+	audit, err := keystore.NewUsageAudit(store, keystore.UsageOptions{FlushInterval: o.usageFlushInterval, Observer: m, Logger: logger})
+	if err != nil {
+		return err
+	}
+	// On the normal path audit is closed, and its error reported, before
+	// this runs; closing again is a no-op.
+	defer audit.Close(context.WithoutCancel(ctx))
+
+	auth, err := middleware.Config{Store: cache, Metrics: m, Usage: audit, Logger: logger}.ToMiddleware()
+	if err != nil {
+		return err
+	}
+	router := newRouter(routerConfig{auth: auth, db: store, registry: reg, logger: logger, ipExtractor: o.ipExtractor()})
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           router,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	// The demo text comes first, so that whoever waits for "listening on"
+	// has it already.
+	if demoToken != "" {
+		printDemo(a.stderr, ln.Addr(), demoToken)
+	}
+	logger.Info("listening on http://"+ln.Addr().String(), "database", keystore.RedactURL(url))
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("requests still in flight after the shutdown timeout; closing them", "err", err)
+		_ = srv.Close()
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Warn("server stopped with an error", "err", err)
+	}
+	if err := audit.Close(sctx); err != nil {
+		return fmt.Errorf("writing last-used times at shutdown: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// seedDemo creates the demo clients when the database has no client at
+// all, and returns the demo key's token ("" when nothing was created).
+func seedDemo(ctx context.Context, store *keystore.SQLStore) (string, error) {
+	clients, err := store.ListClients(ctx)
+	if err != nil || len(clients) > 0 {
+		return "", err
+	}
+	for _, name := range []string{demoOpenClient, demoSecureClient} {
+		if _, err := store.CreateClient(ctx, name); err != nil {
+			if errors.Is(err, keystore.ErrClientExists) {
+				return "", nil // another process seeded meanwhile
+			}
+			return "", err
+		}
+	}
+	key, err := store.CreateKey(ctx, demoSecureClient, keystore.KeySpec{Name: "demo", Description: "created by example serve"})
+	if err != nil {
+		return "", err
+	}
+	return key.Token.Reveal(), nil
+}
+
+// printDemo tells the person who just started the server how to call the
+// demo clients. The token is printed here once and nowhere else.
+func printDemo(w io.Writer, addr net.Addr, token string) {
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	base := "http://" + net.JoinHostPort(host, port) + "/v1/clients/"
+	fmt.Fprintf(w, `
+Demo data created in %[1]s (this is shown only once):
+  %[2]s   has no key: anyone may call it.
+  %[3]s requires its key "demo", whose token is shown only now:
+    %[4]s
+
+Try:
+  curl -sS -X POST %[5]s%[2]s/chat -H 'Content-Type: application/json' -d '{"message":"hello"}'
+  curl -sS -X POST %[5]s%[3]s/chat -H 'Content-Type: application/json' -d '{"message":"hello"}'   # 401
+  curl -sS -X POST %[5]s%[3]s/chat -H 'Authorization: Bearer %[4]s' -H 'Content-Type: application/json' -d '{"message":"hello"}'
+
+`, keystore.DefaultSQLitePath, demoOpenClient, demoSecureClient, token, base)
+}
