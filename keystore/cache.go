@@ -52,8 +52,9 @@ type CacheOptions struct {
 	// FetchTimeout bounds one shared store call; each caller still waits
 	// only as long as its own context allows. Default: 5s.
 	FetchTimeout time.Duration
-	// CleanupInterval is how often expired entries are swept from memory.
-	// Default: 1m.
+	// CleanupInterval is how often expired entries are swept from memory;
+	// it also bounds how long a full negative cache keeps refusing new
+	// entries because of expired ones. Default: NegativeTTL.
 	CleanupInterval time.Duration
 	// Now is the clock for freshness and key expiry. Default: time.Now.
 	Now func() time.Time
@@ -133,7 +134,7 @@ func NewCache(inner Store, opts CacheOptions) (*Cache, error) {
 		opts.FetchTimeout = 5 * time.Second
 	}
 	if opts.CleanupInterval == 0 {
-		opts.CleanupInterval = time.Minute
+		opts.CleanupInterval = opts.NegativeTTL
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -198,14 +199,14 @@ func (c *Cache) ClientState(ctx context.Context, client string) (ClientState, er
 		return ClientState{}, fmt.Errorf("%w: %q", ErrUnknownClient, truncateForMessage(client))
 	}
 	now := c.opts.Now()
-	var stale *stateEntry
+	stale := false
 	if v, ok := c.states.Get(client); ok {
 		e := v.(stateEntry)
 		if now.Sub(e.fetched) < c.opts.TTL {
 			c.observeLookup(CacheClients, true)
 			return e.state, nil
 		}
-		stale = &e
+		stale = true
 	}
 	if _, ok := c.unknown.Get(client); ok {
 		c.observeLookup(CacheUnknownClients, true)
@@ -227,10 +228,15 @@ func (c *Cache) ClientState(ctx context.Context, client string) (ClientState, er
 		}
 	})
 	if err != nil {
-		if errors.Is(err, ErrUnavailable) && stale != nil && c.opts.StaleIfError > 0 &&
-			now.Sub(stale.fetched) < c.opts.TTL+c.opts.StaleIfError {
-			c.observeStale(CacheClients)
-			return stale.state, nil
+		if stale && errors.Is(err, ErrUnavailable) && c.opts.StaleIfError > 0 {
+			// Read the entry again: a change event may have dropped it
+			// while the store call was failing.
+			if v, ok := c.states.Get(client); ok {
+				if e := v.(stateEntry); c.opts.Now().Sub(e.fetched) < c.opts.TTL+c.opts.StaleIfError {
+					c.observeStale(CacheClients)
+					return e.state, nil
+				}
+			}
 		}
 		return ClientState{}, err
 	}
@@ -255,7 +261,7 @@ func (c *Cache) Verify(ctx context.Context, client string, token Token) (Princip
 	}
 	key := tokenKey(client, token.Digest())
 	now := c.opts.Now()
-	var stale *keyEntry
+	stale := false
 	if v, ok := c.verified.Get(key); ok {
 		e := v.(keyEntry)
 		if exp := e.principal.ExpiresAt; exp != nil && !now.Before(*exp) {
@@ -267,7 +273,7 @@ func (c *Cache) Verify(ctx context.Context, client string, token Token) (Princip
 			c.observeLookup(CacheKeys, true)
 			return e.principal, nil
 		}
-		stale = &e
+		stale = true
 	}
 	if _, ok := c.invalid.Get(key); ok {
 		c.observeLookup(CacheInvalidTokens, true)
@@ -293,10 +299,18 @@ func (c *Cache) Verify(ctx context.Context, client string, token Token) (Princip
 		}
 	})
 	if err != nil {
-		if errors.Is(err, ErrUnavailable) && stale != nil && c.opts.StaleIfError > 0 &&
-			now.Sub(stale.fetched) < c.opts.TTL+c.opts.StaleIfError {
-			c.observeStale(CacheKeys)
-			return stale.principal, nil
+		if stale && errors.Is(err, ErrUnavailable) && c.opts.StaleIfError > 0 {
+			// Read the entry again: a change event may have dropped it
+			// while the store call was failing, and time has passed.
+			if v, ok := c.verified.Get(key); ok {
+				e := v.(keyEntry)
+				now := c.opts.Now()
+				exp := e.principal.ExpiresAt
+				if now.Sub(e.fetched) < c.opts.TTL+c.opts.StaleIfError && (exp == nil || now.Before(*exp)) {
+					c.observeStale(CacheKeys)
+					return e.principal, nil
+				}
+			}
 		}
 		return Principal{}, err
 	}

@@ -81,15 +81,15 @@ func (s *spy) Verify(ctx context.Context, client string, tok keystore.Token) (ke
 }
 
 func (s *spy) hold(ctx context.Context) error {
-	if s.fail.Load() {
-		return fmt.Errorf("spy: %w: database down", keystore.ErrUnavailable)
-	}
 	if s.gate != nil {
 		select {
 		case <-s.gate:
 		case <-ctx.Done():
 			return fmt.Errorf("spy: %w: %w", keystore.ErrUnavailable, ctx.Err())
 		}
+	}
+	if s.fail.Load() {
+		return fmt.Errorf("spy: %w: database down", keystore.ErrUnavailable)
 	}
 	return nil
 }
@@ -366,6 +366,43 @@ func TestCacheStaleIfError(t *testing.T) {
 			c.Flush()
 			if _, err := c.ClientState(ctx, "locked"); !errors.Is(err, keystore.ErrUnavailable) {
 				t.Fatalf("after Flush during outage: %v, want ErrUnavailable", err)
+			}
+		})
+	}
+}
+
+// TestCacheStaleIfErrorAfterInvalidation drops an entry while its refresh
+// hangs and then fails: the dropped entry must not be served stale.
+func TestCacheStaleIfErrorAfterInvalidation(t *testing.T) {
+	for _, which := range []string{"client state", "verified key"} {
+		t.Run(which, func(t *testing.T) {
+			f := newFixture(t)
+			c := f.cache(t, keystore.CacheOptions{TTL: time.Second, StaleIfError: time.Hour})
+			ctx := context.Background()
+			call := func() error {
+				if which == "client state" {
+					_, err := c.ClientState(ctx, "locked")
+					return err
+				}
+				_, err := c.Verify(ctx, "locked", f.key.Token)
+				return err
+			}
+			if err := call(); err != nil {
+				t.Fatal(err)
+			}
+			f.clock.Advance(2 * time.Second) // past TTL, inside the stale window
+			f.spy.gate = make(chan struct{})
+			f.spy.fail.Store(true)
+			calls := f.spy.states.Load() + f.spy.verifies.Load()
+			done := make(chan error)
+			go func() { done <- call() }()
+			for f.spy.states.Load()+f.spy.verifies.Load() == calls {
+				time.Sleep(time.Millisecond)
+			}
+			c.Flush() // the change event arrives while the refresh hangs
+			close(f.spy.gate)
+			if err := <-done; !errors.Is(err, keystore.ErrUnavailable) {
+				t.Fatalf("served a dropped entry: %v", err)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -49,11 +50,24 @@ func Open(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
 	return db, nil
 }
 
-// RedactURL returns databaseURL with any password replaced, for logs.
+// RedactURL returns databaseURL with any password replaced, for logs: the
+// user-info password and the password and sslpassword parameters. A URL
+// that does not parse is replaced whole.
 func RedactURL(databaseURL string) string {
 	u, err := url.Parse(databaseURL)
-	if err != nil || u.User == nil {
-		return databaseURL
+	if err != nil {
+		return "(unparsable database url)"
+	}
+	q := u.Query()
+	changed := false
+	for _, k := range []string{"password", "sslpassword"} {
+		if q.Has(k) {
+			q.Set(k, "xxxxx")
+			changed = true
+		}
+	}
+	if changed {
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }
@@ -62,7 +76,13 @@ func parseDatabaseURL(raw string) (driver, dsn string, err error) {
 	switch {
 	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
 		if _, err := url.Parse(raw); err != nil {
-			return "", "", fmt.Errorf("%w: database url: %w", ErrInvalidInput, err)
+			// url.Error quotes the whole URL, password included: keep only
+			// its cause.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return "", "", fmt.Errorf("%w: database url is not a valid URL: %w", ErrInvalidInput, err)
 		}
 		return "postgres", raw, nil
 	case strings.HasPrefix(raw, "sqlite:"), strings.HasPrefix(raw, "file:"):

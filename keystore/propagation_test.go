@@ -307,3 +307,109 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestLateCommit holds a revoke's transaction open while later changes
+// commit, so that its change id lands below ids the watchers already read.
+// Both the polling watcher (through its remembered hole) and the listening
+// one must still see it within a second of the commit.
+func TestLateCommit(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	db, err := keystore.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := keystore.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := keystore.NewSQLStore(db, keystore.Options{})
+	if _, err := admin.CreateClient(ctx, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]keystore.NewKey, 2)
+	for i := range keys {
+		if keys[i], err = admin.CreateKey(ctx, "bot", keystore.KeySpec{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	polling := startInstances(t, url, 1, false)[0]
+	listening := startInstances(t, url, 1, true)[0]
+	both := []instance{listening, polling}
+	for _, in := range both {
+		if _, err := in.cache.Verify(ctx, "bot", keys[0].Token); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET is_active = false WHERE id = $1`, keys[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	// Later ids commit first, and both watchers read past the open one.
+	if _, err := admin.CreateClient(ctx, "later"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	for i, in := range both {
+		waitFor(t, fmt.Sprintf("instance %d sees the late commit", i), time.Second, func() bool {
+			_, err := in.cache.Verify(ctx, "bot", keys[0].Token)
+			return errors.Is(err, keystore.ErrInvalidToken)
+		})
+		t.Logf("instance %d saw the late revoke %v after its commit", i, time.Since(committed).Round(time.Millisecond))
+	}
+}
+
+// TestWatcherStartDoesNotBlock gives the listener a server that never
+// answers: Start returns at once, polling still works, Close returns.
+func TestWatcherStartDoesNotBlock(t *testing.T) {
+	h := rawHarness(pgtest.NewDatabase)(t, nil)
+	c, _ := keystore.NewCache(h.Admin, keystore.CacheOptions{})
+	defer c.Close()
+	w, err := keystore.NewWatcher(h.Admin, c, keystore.WatcherOptions{
+		PostgresURL:  "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=1",
+		PollInterval: 20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Start(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start blocked on a listener that cannot connect")
+	}
+	ctx := context.Background()
+	if _, err := h.Admin.CreateClient(ctx, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ClientState(ctx, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Admin.CreateKey(ctx, "bot", keystore.KeySpec{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "polling without a listener", time.Second, func() bool {
+		st, err := c.ClientState(ctx, "bot")
+		return err == nil && st.RequiresKey
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- w.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close blocked")
+	}
+}

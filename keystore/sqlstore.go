@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -634,8 +636,11 @@ UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR l
 			return err
 		}
 		defer stmt.Close()
-		for id, at := range uses {
-			at = at.UTC().Truncate(time.Microsecond)
+		// Rows are locked in id order, so that instances flushing
+		// overlapping sets cannot deadlock.
+		ids := slices.Sorted(maps.Keys(uses))
+		for _, id := range ids {
+			at := uses[id].UTC().Truncate(time.Microsecond)
 			if _, err := stmt.ExecContext(ctx, at, id, at); err != nil {
 				return err
 			}
@@ -700,4 +705,36 @@ func (s *SQLStore) PruneChanges(ctx context.Context, age time.Duration) (int64, 
 		return 0, unavailable("prune changes", err)
 	}
 	return n, nil
+}
+
+// ChangesIn returns the change-log rows with the given ids that exist.
+func (s *SQLStore) ChangesIn(ctx context.Context, ids []int64) ([]Change, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	query, args, err := sqlx.In(`
+SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0)
+FROM llmauth_changes WHERE id IN (?) ORDER BY id`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: changes: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, unavailable("changes", err)
+	}
+	defer rows.Close()
+	var out []Change
+	for rows.Next() {
+		var c Change
+		if err := rows.Scan(&c.ID, &c.Source, &c.ClientID, &c.KeyID); err != nil {
+			return nil, unavailable("changes", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("changes", err)
+	}
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/llmauth/llmauth/internal/pgtest"
@@ -84,6 +85,23 @@ func TestOpenRejectsBadURLs(t *testing.T) {
 	for _, u := range []string{"", "mysql://x", "sqlite:", "file:", "sqlite:/tmp/a?b", "http://x"} {
 		if _, err := keystore.Open(context.Background(), u); !errors.Is(err, keystore.ErrInvalidInput) {
 			t.Errorf("Open(%q) = %v, want ErrInvalidInput", u, err)
+		}
+	}
+}
+
+func TestURLsNeverLeakPasswords(t *testing.T) {
+	_, err := keystore.Open(context.Background(), "postgres://app:S3cr%zzet@db:5432/x")
+	if !errors.Is(err, keystore.ErrInvalidInput) || strings.Contains(err.Error(), "S3cr") {
+		t.Fatalf("Open error %v leaks the password or is not ErrInvalidInput", err)
+	}
+	for in, want := range map[string]string{
+		"postgres://app:S3cret@db/x":                          "postgres://app:xxxxx@db/x",
+		"postgres://app@db/x?password=S3cret&sslmode=disable": "postgres://app@db/x?password=xxxxx&sslmode=disable",
+		"postgres://db/x?sslpassword=S3cret":                  "postgres://db/x?sslpassword=xxxxx",
+		"sqlite:llmauth.db":                                   "sqlite:llmauth.db",
+	} {
+		if got := keystore.RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package keystore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -40,11 +39,10 @@ type WatcherOptions struct {
 	// PollInterval is how often the change log is polled: the bound on
 	// staleness when notifications are lost or unavailable. Default: 500ms.
 	PollInterval time.Duration
-	// GapWait is how long a hole in the change-log ids is waited for: on
-	// PostgreSQL a transaction may commit a lower id after a higher one is
-	// visible. After it the hole is taken for a rolled-back id. Default: 5s.
-	GapWait time.Duration
-	// Retention is how long change-log rows are kept. Default: 10m.
+	// Retention is how long change-log rows are kept, and how long a hole in
+	// the change ids (on PostgreSQL, a transaction that took an id and has
+	// not committed yet, or one that rolled back) is looked for again on
+	// every poll. Default: 10m.
 	Retention time.Duration
 	// Logger receives connection events. Default: discard.
 	Logger *slog.Logger
@@ -64,10 +62,10 @@ type Watcher struct {
 	log   *slog.Logger
 
 	mu        sync.Mutex
-	contig    int64          // every change id <= contig is applied
-	seen      map[int64]bool // applied ids above contig
-	gapSince  time.Time      // when the hole above contig was first seen
-	failing   bool           // the last poll failed
+	high      int64               // every id <= high was applied or is in holes
+	holes     map[int64]time.Time // ids below high not seen yet, and since when
+	notified  map[int64]bool      // ids above high applied from notifications
+	failing   bool                // the last poll failed
 	lastPrune time.Time
 
 	listener *pq.Listener
@@ -80,7 +78,7 @@ func NewWatcher(store *SQLStore, sink Invalidator, opts WatcherOptions) (*Watche
 	if store == nil || sink == nil {
 		return nil, fmt.Errorf("%w: watcher needs a store and a sink", ErrInvalidInput)
 	}
-	if opts.PollInterval < 0 || opts.GapWait < 0 || opts.Retention < 0 {
+	if opts.PollInterval < 0 || opts.Retention < 0 {
 		return nil, fmt.Errorf("%w: negative watcher interval", ErrInvalidInput)
 	}
 	if opts.PostgresURL != "" && !store.IsPostgres() {
@@ -89,9 +87,6 @@ func NewWatcher(store *SQLStore, sink Invalidator, opts WatcherOptions) (*Watche
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 500 * time.Millisecond
 	}
-	if opts.GapWait == 0 {
-		opts.GapWait = 5 * time.Second
-	}
 	if opts.Retention == 0 {
 		opts.Retention = 10 * time.Minute
 	}
@@ -99,11 +94,12 @@ func NewWatcher(store *SQLStore, sink Invalidator, opts WatcherOptions) (*Watche
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Watcher{store: store, sink: sink, opts: opts, log: log, seen: map[int64]bool{}}, nil
+	return &Watcher{store: store, sink: sink, opts: opts, log: log, holes: map[int64]time.Time{}, notified: map[int64]bool{}}, nil
 }
 
 // Start reads the change log's position and starts the poller and, on
-// PostgreSQL, the listener. It fails if the database does not answer.
+// PostgreSQL, the listener, which connects in the background (polling
+// covers the meantime). It fails only if the database does not answer.
 // Close stops both.
 func (w *Watcher) Start(ctx context.Context) error {
 	latest, err := w.store.LatestChange(ctx)
@@ -111,7 +107,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 		return err
 	}
 	w.mu.Lock()
-	w.contig = latest
+	w.high = latest
 	w.lastPrune = time.Now()
 	w.mu.Unlock()
 
@@ -119,11 +115,6 @@ func (w *Watcher) Start(ctx context.Context) error {
 	w.cancel = cancel
 	if w.opts.PostgresURL != "" {
 		w.listener = pq.NewListener(w.opts.PostgresURL, 100*time.Millisecond, 2*time.Second, w.listenerEvent)
-		if err := w.listener.Listen(ChangeChannel); err != nil && !errors.Is(err, pq.ErrChannelAlreadyOpen) {
-			// Not fatal: the listener keeps reconnecting and polling covers
-			// the meantime.
-			w.log.Warn("change listener not connected yet; polling meanwhile", "err", err)
-		}
 		w.wg.Add(1)
 		go w.listen(runCtx)
 	}
@@ -167,6 +158,19 @@ func (w *Watcher) listenerEvent(ev pq.ListenerEventType, err error) {
 
 func (w *Watcher) listen(ctx context.Context) {
 	defer w.wg.Done()
+	defer func() {
+		// lib/pq blocks sending to Notify until Close closes it: keep
+		// reading so that its goroutine can finish.
+		for range w.listener.Notify {
+		}
+	}()
+	// Listen waits until a connection exists, so it runs here, not in Start.
+	if err := w.listener.Listen(ChangeChannel); err != nil {
+		if ctx.Err() == nil {
+			w.log.Error("change listener: LISTEN failed; polling only", "err", err)
+		}
+		return
+	}
 	ping := time.NewTicker(30 * time.Second)
 	defer ping.Stop()
 	for {
@@ -190,7 +194,7 @@ func (w *Watcher) listen(ctx context.Context) {
 				w.sink.Flush()
 				continue
 			}
-			if w.observe(ch) {
+			if w.noteNotified(ch.ID) {
 				w.sink.Apply([]Change{ch})
 				if w.opts.Observer != nil {
 					w.opts.Observer.ChangeEvent("notify")
@@ -204,15 +208,25 @@ func (w *Watcher) listen(ctx context.Context) {
 	}
 }
 
-// observe records a change id as applied and reports whether it was new.
-func (w *Watcher) observe(ch Change) bool {
+// noteNotified records a notified change id and reports whether it still
+// needs applying. Every notification is applied unless polling already
+// applied that id: an id below the poller's position may belong to a
+// transaction that committed late.
+func (w *Watcher) noteNotified(id int64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if ch.ID <= w.contig || w.seen[ch.ID] {
-		return false
+	if id > w.high {
+		if w.notified[id] {
+			return false
+		}
+		w.notified[id] = true
+		return true
 	}
-	w.seen[ch.ID] = true
-	return true
+	if _, hole := w.holes[id]; hole {
+		delete(w.holes, id)
+		return true
+	}
+	return false
 }
 
 func parseNotification(payload string) (Change, error) {
@@ -257,40 +271,33 @@ func (w *Watcher) pollLoop(ctx context.Context) {
 	}
 }
 
-// Poll reads the change log once and applies what is new. The poller calls
-// it every PollInterval; tests and tools may call it to catch up at once.
+// maxHoles bounds the ids remembered as missing; past it the cache is
+// flushed and the holes forgotten.
+const maxHoles = 10000
+
+// Poll reads the change log once and applies what is new: every row after
+// the last one seen, and any row that filled a hole (a PostgreSQL
+// transaction that committed after a later id became visible). It reads
+// until it has caught up. The poller calls it every PollInterval; tests and
+// tools may call it to catch up at once.
 func (w *Watcher) Poll(ctx context.Context) error {
+	fresh, flush, err := w.read(ctx)
 	w.mu.Lock()
-	after := w.contig
-	w.mu.Unlock()
-	const batch = 1000
-	changes, err := w.store.ChangesSince(ctx, after, batch)
-	if err != nil {
-		w.mu.Lock()
-		w.failing = true
-		w.mu.Unlock()
-		return err
-	}
+	recovered := w.failing && err == nil
+	w.failing = err != nil
 	now := time.Now()
-	w.mu.Lock()
-	recovered := w.failing
-	w.failing = false
-	var fresh []Change
-	for _, ch := range changes {
-		if ch.ID > w.contig && !w.seen[ch.ID] {
-			w.seen[ch.ID] = true
-			fresh = append(fresh, ch)
-		}
-	}
-	w.advance(now)
-	prune := now.Sub(w.lastPrune) > time.Minute
+	prune := err == nil && now.Sub(w.lastPrune) > time.Minute
 	if prune {
 		w.lastPrune = now
 	}
 	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
 
-	if recovered {
-		// Whatever was decided while the database was away is suspect.
+	if recovered || flush {
+		// After an outage, or a backlog too large to track, whatever was
+		// decided meanwhile is suspect.
 		w.sink.Flush()
 	} else if len(fresh) > 0 {
 		w.sink.Apply(fresh)
@@ -308,33 +315,70 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	return nil
 }
 
-// advance moves contig over every applied id that follows it, and over a
-// hole that has stayed open longer than GapWait. Call with mu held.
-func (w *Watcher) advance(now time.Time) {
+// read fetches the new rows and the rows of holes, updating the position.
+func (w *Watcher) read(ctx context.Context) (fresh []Change, flush bool, err error) {
+	const batch = 1000
 	for {
-		for w.seen[w.contig+1] {
-			delete(w.seen, w.contig+1)
-			w.contig++
+		w.mu.Lock()
+		after := w.high
+		w.mu.Unlock()
+		rows, err := w.store.ChangesSince(ctx, after, batch)
+		if err != nil {
+			return nil, false, err
 		}
-		if len(w.seen) == 0 {
-			w.gapSince = time.Time{}
-			return
-		}
-		if w.gapSince.IsZero() {
-			w.gapSince = now
-			return
-		}
-		if now.Sub(w.gapSince) < w.opts.GapWait {
-			return
-		}
-		// The hole outlived GapWait: a rolled-back id. Step over it.
-		lowest := int64(-1)
-		for id := range w.seen {
-			if lowest < 0 || id < lowest {
-				lowest = id
+		now := time.Now()
+		w.mu.Lock()
+		for _, ch := range rows {
+			for id := w.high + 1; id < ch.ID; id++ {
+				if len(w.holes) >= maxHoles {
+					flush = true
+					clear(w.holes)
+					break
+				}
+				w.holes[id] = now
 			}
+			w.high = ch.ID
+			if w.notified[ch.ID] {
+				delete(w.notified, ch.ID)
+				continue
+			}
+			fresh = append(fresh, ch)
 		}
-		w.contig = lowest - 1
-		w.gapSince = time.Time{}
+		w.mu.Unlock()
+		if len(rows) < batch {
+			break
+		}
 	}
+
+	w.mu.Lock()
+	var look []int64
+	for id, since := range w.holes {
+		if time.Since(since) > w.opts.Retention {
+			delete(w.holes, id) // a rolled-back id, or pruned
+			continue
+		}
+		look = append(look, id)
+	}
+	for id := range w.notified {
+		if id <= w.high {
+			delete(w.notified, id)
+		}
+	}
+	w.mu.Unlock()
+	if len(look) == 0 {
+		return fresh, flush, nil
+	}
+	late, err := w.store.ChangesIn(ctx, look)
+	if err != nil {
+		return nil, false, err
+	}
+	w.mu.Lock()
+	for _, ch := range late {
+		if _, ok := w.holes[ch.ID]; ok {
+			delete(w.holes, ch.ID)
+			fresh = append(fresh, ch)
+		}
+	}
+	w.mu.Unlock()
+	return fresh, flush, nil
 }

@@ -68,7 +68,7 @@ type Config struct {
 	Usage UsageRecorder
 
 	// Logger receives one line per refusal (client, outcome, status,
-	// method, path without query, remote IP) and store failures. It never
+	// method, route pattern, remote IP) and store failures. It never
 	// sees a token or the Authorization header.
 	// Default: discard.
 	Logger *slog.Logger
@@ -243,7 +243,9 @@ func (a *authenticator) logRefusal(c echo.Context, e *Error) {
 		slog.String("outcome", string(e.Outcome)),
 		slog.Int("status", e.Status),
 		slog.String("method", c.Request().Method),
-		slog.String("path", c.Request().URL.Path),
+		// The route pattern, not the raw path: a caller can put anything
+		// (a token, say) in a path segment.
+		slog.String("route", c.Path()),
 		slog.String("remote_ip", c.RealIP()),
 	}
 	if e.Outcome == OutcomeUnavailable {

@@ -10,7 +10,9 @@ CREATE TABLE llmauth_changes (
     source        TEXT NOT NULL CHECK (source IN ('client', 'key', 'link', 'flush')),
     llm_client_id BIGINT NULL,
     api_key_id    BIGINT NULL,
-    created_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+    -- clock_timestamp, not now(): a long transaction's rows must not look
+    -- old to the pruner the moment they commit.
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX llmauth_changes_created_at_idx ON llmauth_changes (created_at);
 
