@@ -236,16 +236,7 @@ func TestPropagation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			url := tc.url(t)
-			ctx := context.Background()
-			db, err := keystore.Open(ctx, url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if err := keystore.Migrate(ctx, db); err != nil {
-				t.Fatal(err)
-			}
-			admin, _ := keystore.NewSQLStore(db, keystore.Options{})
+			admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
 			insts := startInstances(t, url, tc.instances, tc.notify)
 			summarize(t, tc.name, measurePropagation(t, admin, insts, 2))
 		})
@@ -258,15 +249,8 @@ func TestPropagation(t *testing.T) {
 func TestListenerReconnectFlushes(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	db, err := keystore.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := keystore.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	admin, _ := keystore.NewSQLStore(db, keystore.Options{})
+	admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
+	db := admin.DB()
 	in := startInstances(t, url, 1, true)[0]
 
 	var terminated int
@@ -315,20 +299,14 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 func TestLateCommit(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	db, err := keystore.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := keystore.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	admin, _ := keystore.NewSQLStore(db, keystore.Options{})
+	admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
+	db := admin.DB()
 	if _, err := admin.CreateClient(ctx, "bot"); err != nil {
 		t.Fatal(err)
 	}
 	keys := make([]keystore.NewKey, 2)
 	for i := range keys {
+		var err error
 		if keys[i], err = admin.CreateKey(ctx, "bot", keystore.KeySpec{}); err != nil {
 			t.Fatal(err)
 		}

@@ -671,19 +671,7 @@ FROM llmauth_changes WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, unavailable("changes", err)
 	}
-	defer rows.Close()
-	var out []Change
-	for rows.Next() {
-		var c Change
-		if err := rows.Scan(&c.ID, &c.Source, &c.ClientID, &c.KeyID); err != nil {
-			return nil, unavailable("changes", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, unavailable("changes", err)
-	}
-	return out, nil
+	return scanChanges(rows)
 }
 
 // PruneChanges deletes change-log rows older than age (by the database's
@@ -724,6 +712,11 @@ FROM llmauth_changes WHERE id IN (?) ORDER BY id`, ids)
 	if err != nil {
 		return nil, unavailable("changes", err)
 	}
+	return scanChanges(rows)
+}
+
+// scanChanges reads change-log rows and closes them.
+func scanChanges(rows *sql.Rows) ([]Change, error) {
 	defer rows.Close()
 	var out []Change
 	for rows.Next() {
