@@ -30,11 +30,11 @@ func TestHelp(t *testing.T) {
 	for _, args := range every {
 		t.Run(strings.Join(args, "_"), func(t *testing.T) {
 			r := runBinary(t, dir, baseEnv(), args...)
-			if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "Usage") {
-				t.Fatalf("want exit 0, help on stderr, nothing on stdout; got %v", r)
+			if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "Usage") {
+				t.Fatalf("want exit 0, help on stdout (it was asked for), nothing on stderr; got %v", r)
 			}
-			if !strings.Contains(r.stderr, "Exit status") {
-				t.Errorf("help does not document the exit codes:\n%s", r.stderr)
+			if !strings.Contains(r.stdout, "Exit status") {
+				t.Errorf("help does not document the exit codes:\n%s", r.stdout)
 			}
 		})
 	}
@@ -42,7 +42,7 @@ func TestHelp(t *testing.T) {
 		t.Error("help created llmauth.db")
 	}
 
-	top := runBinary(t, dir, baseEnv(), "--help").stderr
+	top := runBinary(t, dir, baseEnv(), "--help").stdout
 	for _, c := range commands() {
 		if !strings.Contains(top, c.path) {
 			t.Errorf("top-level help does not list %q", c.path)
@@ -62,7 +62,7 @@ func TestHelp(t *testing.T) {
 		"keys revoke":  {"anonymous"},
 		"clients list": {"--json", "requires_key"},
 	} {
-		help := runBinary(t, dir, baseEnv(), append(strings.Fields(args), "--help")...).stderr
+		help := runBinary(t, dir, baseEnv(), append(strings.Fields(args), "--help")...).stdout
 		for _, f := range flags {
 			if !strings.Contains(help, f) {
 				t.Errorf("help of %s does not mention %s", args, f)
@@ -120,6 +120,8 @@ func TestUsageErrors(t *testing.T) {
 		{"--bogus"},
 		{"migrate", "extra"},
 		{"serve", "--addr", "nonsense"},
+		{"serve", "--addr", "127.0.0.1:99999"},
+		{"serve", "--addr", "127.0.0.1:http"},
 		{"serve", "--log-level", "loud"},
 		{"serve", "--log-format", "xml"},
 		{"serve", "--cache-ttl", "0s"},

@@ -166,13 +166,14 @@ const databaseHelp = `Database (every command; pending migrations are applied fi
 `
 
 const exitHelp = `Flags may come before or after arguments; -flag and --flag are the same.
-Only documented results go to stdout; messages go to stderr.
+Only documented results (and help asked for) go to stdout; messages go to stderr.
 Exit status: 0 success; 2 bad usage or bad input (one-line reason on stderr);
 1 any other failure (for example an unreachable database).
 `
 
 func (a *app) printTopHelp() {
-	w := a.stderr
+	// Help that was asked for is the result: stdout, so that it pages.
+	w := a.stdout
 	fmt.Fprint(w, `example: the llmauth example server and its admin CLI.
 
 LLM clients are served at /v1/clients/NAME/…. A client with no active API key
@@ -196,7 +197,8 @@ Commands:
 }
 
 func (a *app) printGroupHelp(group string) {
-	w := a.stderr
+	// Help that was asked for is the result: stdout, so that it pages.
+	w := a.stdout
 	fmt.Fprintf(w, "Usage: example %s SUBCOMMAND [flags] [arguments]\n\nSubcommands:\n", group)
 	for _, c := range commands() {
 		if strings.HasPrefix(c.path, group+" ") {
@@ -207,7 +209,8 @@ func (a *app) printGroupHelp(group string) {
 }
 
 func (a *app) printCommandHelp(cmd *command) {
-	w := a.stderr
+	// Help that was asked for is the result: stdout, so that it pages.
+	w := a.stdout
 	fmt.Fprintf(w, "Usage: example %s %s\n\n%s\n", cmd.path, cmd.synopsis, upperFirst(cmd.summary)+".")
 	if cmd.details != "" {
 		fmt.Fprintf(w, "\n%s", cmd.details)

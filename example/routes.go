@@ -74,10 +74,13 @@ func newRouter(cfg routerConfig) *echo.Echo {
 	e.GET("/readyz", readyz(cfg.db, cfg.logger))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.registry, promhttp.HandlerOpts{Registry: cfg.registry})))
 
-	g := e.Group("/v1/clients/:client", cfg.auth)
-	g.POST("/chat", chat)
-	g.POST("/chat/completions", chatCompletions(cfg.now))
-	g.GET("/models", models(cfg.now))
+	// The middleware goes on each route, not on the group: group middleware
+	// also runs for paths and methods no route serves, which would count
+	// them as decisions and turn a 405 into a 404.
+	g := e.Group("/v1/clients/:client")
+	g.POST("/chat", chat, cfg.auth)
+	g.POST("/chat/completions", chatCompletions(cfg.now), cfg.auth)
+	g.GET("/models", models(cfg.now), cfg.auth)
 	return e
 }
 
@@ -148,6 +151,7 @@ func badRequest(c echo.Context, param, format string, args ...any) error {
 	if param != "" {
 		body.Error.Param = &param
 	}
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.JSON(http.StatusBadRequest, body)
 }
 
@@ -186,7 +190,9 @@ type chatResponse struct {
 }
 
 // chat says which client answered and who called, and echoes the
-// request's "message".
+// request's "message" when the body is a JSON object that has one. Any
+// other body is accepted and ignored: the route is there to show the
+// decision, whatever a caller sends.
 func chat(c echo.Context) error {
 	p, ok := middleware.PrincipalFrom(c)
 	if !ok {
@@ -195,11 +201,10 @@ func chat(c echo.Context) error {
 	var req struct {
 		Message *string `json:"message"`
 	}
-	if err := readJSONObject(c, &req, true); err != nil {
-		if errors.Is(err, errBadJSON) {
-			return badRequest(c, "", "%v", err)
-		}
+	if err := readJSONObject(c, &req, true); err != nil && !errors.Is(err, errBadJSON) {
 		return err
+	} else if err != nil {
+		req.Message = nil
 	}
 	resp := chatResponse{Client: p.Client, Anonymous: p.Anonymous, Reply: req.Message}
 	if !p.Anonymous {

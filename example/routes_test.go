@@ -77,10 +77,12 @@ func TestChatRoute(t *testing.T) {
 		{"keyed", keyed, `{"message":"hi"}`, 200, `{"client":"bot","anonymous":false,"key_id":7,"key_name":"ci","reply":"hi"}`},
 		{"no body", keyed, ``, 200, `{"client":"bot","anonymous":false,"key_id":7,"key_name":"ci"}`},
 		{"no message", anon, `{"other":1}`, 200, `{"client":"bot","anonymous":true,"key_id":null,"key_name":null}`},
-		{"not JSON", anon, `hello`, 400, ``},
-		{"array", anon, `["hi"]`, 400, ``},
-		{"message not a string", anon, `{"message":3}`, 400, ``},
-		{"trailing garbage", anon, `{"message":"hi"} x`, 400, ``},
+		// Whatever else a caller sends is ignored: the route shows the
+		// decision, and an acceptance test may post anything.
+		{"not JSON", anon, `hello`, 200, `{"client":"bot","anonymous":true,"key_id":null,"key_name":null}`},
+		{"form", keyed, `a=1&b=2`, 200, `{"client":"bot","anonymous":false,"key_id":7,"key_name":"ci"}`},
+		{"array", anon, `["hi"]`, 200, `{"client":"bot","anonymous":true,"key_id":null,"key_name":null}`},
+		{"message not a string", anon, `{"message":3}`, 200, `{"client":"bot","anonymous":true,"key_id":null,"key_name":null}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := serveOnce(tc.e, http.MethodPost, "/v1/clients/bot/chat", tc.body)
@@ -138,6 +140,9 @@ func TestChatCompletionsStub(t *testing.T) {
 				}
 				if tc.param != "" && (body.Error.Param == nil || *body.Error.Param != tc.param) {
 					t.Errorf("param %v, want %s", body.Error.Param, tc.param)
+				}
+				if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+					t.Errorf("400 with Cache-Control %q, want no-store", cc)
 				}
 				return
 			}
@@ -361,5 +366,37 @@ func TestServeInProcess(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), `"last_used_at": "`) {
 		t.Errorf("last_used_at not written at shutdown: %s", stdout.String())
+	}
+}
+
+// TestWrongMethod: a method no route serves is 405, and the auth
+// middleware, mounted per route, never sees it.
+func TestWrongMethod(t *testing.T) {
+	t.Parallel()
+	var decided int
+	e := newRouter(routerConfig{
+		auth: func(next echo.HandlerFunc) echo.HandlerFunc {
+			return func(c echo.Context) error { decided++; return next(c) }
+		},
+		db:          fakePinger{},
+		registry:    prometheus.NewRegistry(),
+		logger:      slog.New(slog.DiscardHandler),
+		ipExtractor: echo.ExtractIPDirect(),
+		now:         time.Now,
+	})
+	for _, tc := range []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodGet, "/v1/clients/bot/chat", http.StatusMethodNotAllowed},
+		{http.MethodDelete, "/v1/clients/bot/chat/completions", http.StatusMethodNotAllowed},
+		{http.MethodPost, "/v1/clients/bot/nothing-here", http.StatusNotFound},
+	} {
+		if rec := serveOnce(e, tc.method, tc.path, ""); rec.Code != tc.status {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, rec.Code, tc.status)
+		}
+	}
+	if decided != 0 {
+		t.Fatalf("the auth middleware ran %d times for unserved routes", decided)
 	}
 }

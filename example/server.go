@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,8 +86,12 @@ func serveCommand() *command {
 
 // validateServe refuses bad serve flags before anything starts.
 func (o *options) validateServe() error {
-	if _, _, err := net.SplitHostPort(o.addr); err != nil {
+	_, port, err := net.SplitHostPort(o.addr)
+	if err != nil {
 		return usagef("serve: invalid --addr %q: want HOST:PORT", o.addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return usagef("serve: invalid --addr %q: the port must be a number from 0 to 65535", o.addr)
 	}
 	for _, d := range []struct {
 		name   string

@@ -95,15 +95,18 @@ func (s *SQLStore) stamp() time.Time { return s.now().UTC().Truncate(time.Micros
 
 func (s *SQLStore) q(query string) string { return s.db.Rebind(query) }
 
-// Ping reports whether the database answers.
+// Ping reports whether the database answers queries on the schema.
 func (s *SQLStore) Ping(ctx context.Context) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	if err := s.db.PingContext(ctx); err != nil {
 		return unavailable("ping", err)
 	}
-	var one int
-	if err := s.db.GetContext(ctx, &one, "SELECT 1"); err != nil {
+	// Read a real table, so that a database that accepts connections but
+	// cannot serve data (a damaged SQLite file, missing tables) is not
+	// reported as ready.
+	var n int
+	if err := s.db.GetContext(ctx, &n, `SELECT COUNT(*) FROM llm_clients WHERE id = 0`); err != nil {
 		return unavailable("ping", err)
 	}
 	return nil

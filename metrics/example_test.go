@@ -27,6 +27,7 @@ func ExampleNew() {
 	m.Decision(metrics.UnknownClient, metrics.OutcomeMissingToken)
 	m.Decision("EVIL\n", metrics.OutcomeInvalidToken) // not a client name: recorded as _unknown
 
+	// The placeholder's seven series exist from the start, at zero.
 	series, err := testutil.GatherAndCount(reg, "llmauth_requests_total")
 	if err != nil {
 		fmt.Println(err)
@@ -37,13 +38,18 @@ func ExampleNew() {
 	err = testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP llmauth_requests_total Authentication decisions, by client (_unknown when no client was established) and outcome.
 # TYPE llmauth_requests_total counter
+llmauth_requests_total{client="_unknown",outcome="anonymous"} 0
+llmauth_requests_total{client="_unknown",outcome="authenticated"} 0
 llmauth_requests_total{client="_unknown",outcome="invalid_token"} 1
+llmauth_requests_total{client="_unknown",outcome="malformed"} 0
 llmauth_requests_total{client="_unknown",outcome="missing_token"} 1
+llmauth_requests_total{client="_unknown",outcome="unavailable"} 0
+llmauth_requests_total{client="_unknown",outcome="unknown_client"} 0
 llmauth_requests_total{client="acme",outcome="authenticated"} 2
 `), "llmauth_requests_total")
 	fmt.Println("as expected:", err == nil)
 	// Output:
-	// series: 3
+	// series: 8
 	// as expected: true
 }
 
@@ -72,7 +78,7 @@ func ExampleMetrics_serving() {
 	sc := bufio.NewScanner(rec.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "llmauth_requests_total") || strings.HasPrefix(line, "llmauth_change_listener_up") {
+		if strings.HasPrefix(line, `llmauth_requests_total{client="acme"`) || strings.HasPrefix(line, "llmauth_change_listener_up") {
 			fmt.Println(line)
 		}
 	}

@@ -186,6 +186,13 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 	m.changeEvents.WithLabelValues("poll")
 	m.usageFlushes.WithLabelValues("ok")
 	m.usageFlushes.WithLabelValues("error")
+	// The request family shows from the first scrape, before any request:
+	// the placeholder's series start at zero, so rate() works from the
+	// start and dashboards see the family at once.
+	for _, o := range []string{OutcomeAnonymous, OutcomeAuthenticated, OutcomeMissingToken, OutcomeInvalidToken,
+		OutcomeMalformed, OutcomeUnknownClient, OutcomeUnavailable} {
+		m.requests.WithLabelValues(UnknownClient, o)
+	}
 
 	collectors := []struct {
 		name string

@@ -11,8 +11,10 @@
 // The smallest use, with a store from package keystore (usually a
 // keystore.Cache over a keystore.SQLStore):
 //
-//	g := e.Group("/v1/clients/:client", middleware.WithConfig(middleware.Config{Store: cache}))
-//	g.POST("/chat", chat)
+//	auth := middleware.WithConfig(middleware.Config{Store: cache})
+//	e.POST("/v1/clients/:client/chat", chat, auth)
+//
+// Mount it per route: Echo runs group middleware for unserved paths too.
 //
 // Handlers read the caller with [PrincipalFrom].
 package middleware

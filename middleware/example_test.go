@@ -15,7 +15,7 @@ import (
 	"github.com/llmauth/llmauth/middleware"
 )
 
-// Protect an existing route group: anonymous callers pass for clients
+// Protect existing routes: anonymous callers pass for clients
 // without keys; clients with keys demand their own bearer token.
 func ExampleWithConfig() {
 	ctx := context.Background()
@@ -38,11 +38,11 @@ func ExampleWithConfig() {
 	key, _ := store.CreateKey(ctx, "paid-bot", keystore.KeySpec{Name: "ci"})
 
 	e := echo.New()
-	g := e.Group("/v1/clients/:client", middleware.WithConfig(middleware.Config{Store: cache}))
-	g.POST("/chat", func(c echo.Context) error {
+	auth := middleware.WithConfig(middleware.Config{Store: cache})
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error {
 		p, _ := middleware.PrincipalFrom(c)
 		return c.String(http.StatusOK, fmt.Sprintf("client=%s anonymous=%v key=%s", p.Client, p.Anonymous, p.KeyName))
-	})
+	}, auth)
 
 	call := func(client, token string) {
 		req := httptest.NewRequest(http.MethodPost, "/v1/clients/"+client+"/chat", nil)
