@@ -255,10 +255,13 @@ func clientsList(ctx context.Context, a *app, _ []string) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", c.Name, requires, c.ActiveKeys, c.Keys, formatTime(&c.CreatedAt, ""))
 		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 		if len(clients) == 0 {
 			fmt.Fprintln(a.stderr, "no clients yet: create one with \"example clients create NAME\"")
 		}
-		return tw.Flush()
+		return nil
 	})
 }
 
@@ -372,10 +375,13 @@ func keysList(ctx context.Context, a *app, _ []string) error {
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, strconv.Quote(k.Name), k.Prefix, k.State,
 				formatTime(k.ExpiresAt, "never"), formatTime(k.LastUsedAt, "never"), formatTime(&k.CreatedAt, ""))
 		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 		if len(keys) == 0 {
 			fmt.Fprintf(a.stderr, "client %s has no keys: it is open to anonymous requests\n", a.opts.client)
 		}
-		return tw.Flush()
+		return nil
 	})
 }
 

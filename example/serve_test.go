@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -284,6 +285,20 @@ func TestServeDemo(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	env := baseEnv()
+
+	// A first start that cannot listen must not create the demo: its token
+	// would be lost, since it is shown only once.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := runBinary(t, dir, env, "serve", "--addr", busy.Addr().String()); r.code != 1 || !strings.Contains(r.stderr, "listen") {
+		t.Fatalf("serve on a busy port: %v", r)
+	}
+	busy.Close()
+	if r := runBinary(t, dir, env, "clients", "list", "--json"); strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("a failed start created clients: %v", r)
+	}
 
 	s := startServer(t, dir, env)
 	out := s.stderr.String()

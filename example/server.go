@@ -238,6 +238,14 @@ func serve(ctx context.Context, a *app, _ []string) error {
 	}
 	defer db.Close()
 
+	// Listen before seeding the demo: a port already in use must not eat
+	// the demo token, which is shown only once.
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close() // Serve closes it too; this covers the early returns
+
 	var demoToken string
 	if embedded {
 		if demoToken, err = seedDemo(ctx, store); err != nil {
@@ -285,10 +293,6 @@ func serve(ctx context.Context, a *app, _ []string) error {
 	}
 	router := newRouter(routerConfig{auth: auth, db: store, registry: reg, logger: logger, ipExtractor: o.ipExtractor()})
 
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	srv := &http.Server{
 		Handler:           router,
 		ReadHeaderTimeout: readHeaderTimeout,
