@@ -160,7 +160,7 @@ func testStack(t *testing.T, s *stack) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	soon := time.Now().Add(1500 * time.Millisecond)
+	soon := time.Now().Add(2500 * time.Millisecond) // room for a slow machine to set up the rest
 	expiring, err := s.store.CreateKey(ctx, "locked", keystore.KeySpec{ExpiresAt: &soon})
 	if err != nil {
 		t.Fatal(err)
