@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,12 +23,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 
 	"github.com/llmauth/llmauth/internal/pgtest"
 	"github.com/llmauth/llmauth/keystore"
 	"github.com/llmauth/llmauth/metrics"
 	"github.com/llmauth/llmauth/middleware"
 )
+
+// TestMain fails the package if any test leaves a goroutine behind: every
+// cache, watcher, listener and audit of the stack must stop when closed.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	http.DefaultClient.CloseIdleConnections() // the client's keep-alives are not ours
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 type stack struct {
 	url     string
