@@ -73,16 +73,34 @@ func ExampleParseToken() {
 
 // sampleToken returns a real token from a throwaway store.
 func sampleToken() string {
+	store, done := tempStore()
+	defer done()
 	ctx := context.Background()
-	dir, _ := os.MkdirTemp("", "keystore-example")
-	defer os.RemoveAll(dir)
-	db, _ := keystore.Open(ctx, "sqlite:"+filepath.Join(dir, "t.db"))
-	defer db.Close()
-	_ = keystore.Migrate(ctx, db)
-	s, _ := keystore.NewSQLStore(db, keystore.Options{})
-	_, _ = s.CreateClient(ctx, "bot")
-	k, _ := s.CreateKey(ctx, "bot", keystore.KeySpec{})
+	_, _ = store.CreateClient(ctx, "bot")
+	k, _ := store.CreateKey(ctx, "bot", keystore.KeySpec{})
 	return k.Token.Reveal()
+}
+
+// tempStore opens a migrated SQLite store in a temporary directory; done
+// removes it.
+func tempStore() (store *keystore.SQLStore, done func()) {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "keystore-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := keystore.Open(ctx, "sqlite:"+filepath.Join(dir, "keys.db"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := keystore.Migrate(ctx, db); err != nil {
+		log.Fatal(err)
+	}
+	store, err = keystore.NewSQLStore(db, keystore.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return store, func() { db.Close(); os.RemoveAll(dir) }
 }
 
 // A cache in front of the store, kept current by a watcher of the change
@@ -90,12 +108,8 @@ func sampleToken() string {
 // milliseconds instead of within a poll interval.
 func ExampleNewCache() {
 	ctx := context.Background()
-	dir, _ := os.MkdirTemp("", "keystore-example")
-	defer os.RemoveAll(dir)
-	db, _ := keystore.Open(ctx, "sqlite:"+filepath.Join(dir, "keys.db"))
-	defer db.Close()
-	_ = keystore.Migrate(ctx, db)
-	store, _ := keystore.NewSQLStore(db, keystore.Options{})
+	store, done := tempStore() // keystore.Open, keystore.Migrate, keystore.NewSQLStore
+	defer done()
 
 	cache, err := keystore.NewCache(store, keystore.CacheOptions{})
 	if err != nil {
