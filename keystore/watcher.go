@@ -106,6 +106,9 @@ func (w *Watcher) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Polling starts after the newest visible id. On PostgreSQL a
+	// transaction that took a lower id before this moment and commits
+	// after it reaches this watcher through its notification only.
 	w.mu.Lock()
 	w.high = latest
 	w.lastPrune = time.Now()
