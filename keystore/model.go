@@ -1,17 +1,23 @@
 package keystore
 
-import (
-	"regexp"
-	"time"
-)
-
-// clientNamePattern is the one rule for client names, shared with the CHECK
-// constraints in the migrations.
-var clientNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+import "time"
 
 // ValidClientName reports whether name is a well-formed client name:
-// ^[a-z0-9][a-z0-9-]{0,62}$.
-func ValidClientName(name string) bool { return clientNamePattern.MatchString(name) }
+// ^[a-z0-9][a-z0-9-]{0,62}$, the rule the migrations' CHECK constraints
+// also enforce. It runs on every request (in the middleware and the
+// cache), so it is a plain byte loop rather than a regular expression.
+func ValidClientName(name string) bool {
+	if len(name) == 0 || len(name) > 63 || name[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		if (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // Client is an LLM client: a bot endpoint that keys may protect.
 type Client struct {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -136,6 +137,34 @@ func BenchmarkParseToken(b *testing.B) {
 	for b.Loop() {
 		if _, err := ParseToken(raw); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestValidClientNameMatchesPattern checks the byte loop against the
+// documented regular expression on every short string over a small
+// alphabet and some long ones.
+func TestValidClientNameMatchesPattern(t *testing.T) {
+	re := regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	alphabet := []string{"a", "z", "0", "9", "-", "A", "_", " ", "é", "\x00"}
+	var walk func(prefix string, depth int)
+	walk = func(prefix string, depth int) {
+		if ValidClientName(prefix) != re.MatchString(prefix) {
+			t.Fatalf("ValidClientName(%q) = %v, pattern says %v", prefix, ValidClientName(prefix), re.MatchString(prefix))
+		}
+		if depth == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			walk(prefix+c, depth-1)
+		}
+	}
+	walk("", 3)
+	for _, n := range []int{62, 63, 64, 200} {
+		for _, s := range []string{strings.Repeat("a", n), "a" + strings.Repeat("-", n-1), strings.Repeat("a", n-1) + "A"} {
+			if ValidClientName(s) != re.MatchString(s) {
+				t.Fatalf("ValidClientName(len %d) disagrees with the pattern", len(s))
+			}
 		}
 	}
 }
