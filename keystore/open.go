@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq"  // registers "postgres"
-	_ "modernc.org/sqlite" // registers "sqlite", pure Go
+	_ "github.com/lib/pq" // registers "postgres"
+	"modernc.org/sqlite"  // registers "sqlite", pure Go
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // DefaultSQLitePath is the embedded default database file.
@@ -43,11 +44,31 @@ func Open(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := db.PingContext(pctx); err != nil {
+	if err := ping(pctx, db); err != nil {
 		_ = db.Close()
 		return nil, unavailable("open", err)
 	}
 	return db, nil
+}
+
+// ping opens the pool's first connection. A SQLite connection runs its
+// pragmas as it opens; while other processes open the same fresh file,
+// switching it to WAL can fail with SQLITE_BUSY even with the busy timeout
+// set (SQLite does not wait where waiting could deadlock). That is retried
+// until ctx ends.
+func ping(ctx context.Context, db *sqlx.DB) error {
+	for {
+		err := db.PingContext(ctx)
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // RedactURL returns databaseURL with any password replaced, for logs: the

@@ -81,6 +81,53 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 }
 
+// TestMigrateConcurrently: processes that start together on a fresh
+// database (every CLI command and every server migrates at start) all
+// succeed and leave one schema. Each pool here is a separate *sqlx.DB, so
+// they contend through the database's own locks, as processes do.
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	const rounds, parallel = 5, 4
+	for name, url := range map[string]func(testing.TB) string{"sqlite": sqliteURL, "postgres": pgtest.NewDatabase} {
+		t.Run(name, func(t *testing.T) {
+			for round := range rounds {
+				u := url(t)
+				errs := make(chan error, parallel)
+				for range parallel {
+					go func() {
+						ctx := context.Background()
+						db, err := keystore.Open(ctx, u)
+						if err != nil {
+							errs <- err
+							return
+						}
+						defer db.Close()
+						errs <- keystore.Migrate(ctx, db)
+					}()
+				}
+				for range parallel {
+					if err := <-errs; err != nil {
+						t.Errorf("round %d: %v", round, err)
+					}
+				}
+				db, err := keystore.Open(context.Background(), u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cur, latest, err := keystore.MigrationVersion(context.Background(), db)
+				var applied int
+				if err == nil {
+					err = db.Get(&applied, `SELECT COUNT(*) FROM llmauth_schema_migrations WHERE version_id > 0`)
+				}
+				db.Close()
+				if err != nil || cur != latest || int64(applied) != latest {
+					t.Fatalf("round %d: version %d of %d, %d versions recorded, %v", round, cur, latest, applied, err)
+				}
+			}
+		})
+	}
+}
+
 func TestOpenRejectsBadURLs(t *testing.T) {
 	for _, u := range []string{"", "mysql://x", "sqlite:", "file:", "sqlite:/tmp/a?b", "http://x"} {
 		if _, err := keystore.Open(context.Background(), u); !errors.Is(err, keystore.ErrInvalidInput) {
