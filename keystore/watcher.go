@@ -61,6 +61,11 @@ type Watcher struct {
 	opts  WatcherOptions
 	log   *slog.Logger
 
+	// polling serialises polls, so that a Poll returns only after every
+	// change it, or a poll running when it was called, took as seen has
+	// been applied.
+	polling sync.Mutex
+
 	mu        sync.Mutex
 	high      int64               // every id <= high was applied or is in holes
 	holes     map[int64]time.Time // ids below high not seen yet, and since when
@@ -197,8 +202,12 @@ func (w *Watcher) listen(ctx context.Context) {
 				w.sink.Flush()
 				continue
 			}
-			if w.noteNotified(ch.ID) {
+			if w.unapplied(ch.ID) {
+				// Applied before it is noted: a poll that finds it noted
+				// knows it is applied. (A poll in between applies it too,
+				// which is harmless.)
 				w.sink.Apply([]Change{ch})
+				w.noteNotified(ch.ID)
 				if w.opts.Observer != nil {
 					w.opts.Observer.ChangeEvent("notify")
 				}
@@ -211,25 +220,30 @@ func (w *Watcher) listen(ctx context.Context) {
 	}
 }
 
-// noteNotified records a notified change id and reports whether it still
-// needs applying. Every notification is applied unless polling already
-// applied that id: an id below the poller's position may belong to a
-// transaction that committed late.
-func (w *Watcher) noteNotified(id int64) bool {
+// unapplied reports whether a notified change id still needs applying.
+// Every notification is applied unless polling already applied that id: an
+// id below the poller's position may belong to a transaction that
+// committed late, a hole.
+func (w *Watcher) unapplied(id int64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if id > w.high {
-		if w.notified[id] {
-			return false
-		}
+		return !w.notified[id]
+	}
+	_, hole := w.holes[id]
+	return hole
+}
+
+// noteNotified records that a notified change id has been applied, so that
+// polling does not apply it again.
+func (w *Watcher) noteNotified(id int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if id > w.high {
 		w.notified[id] = true
-		return true
+		return
 	}
-	if _, hole := w.holes[id]; hole {
-		delete(w.holes, id)
-		return true
-	}
-	return false
+	delete(w.holes, id)
 }
 
 func parseNotification(payload string) (Change, error) {
@@ -282,8 +296,12 @@ const maxHoles = 10000
 // the last one seen, and any row that filled a hole (a PostgreSQL
 // transaction that committed after a later id became visible). It reads
 // until it has caught up. The poller calls it every PollInterval; tests and
-// tools may call it to catch up at once.
+// tools may call it to catch up at once: when it returns nil, every change
+// committed before the call, and every change notified before it, has
+// been applied.
 func (w *Watcher) Poll(ctx context.Context) error {
+	w.polling.Lock()
+	defer w.polling.Unlock()
 	fresh, flush, err := w.read(ctx)
 	w.mu.Lock()
 	recovered := w.failing && err == nil
