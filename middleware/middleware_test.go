@@ -217,11 +217,18 @@ func TestFailClosed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &counter{}
+			cfg := middleware.Config{Store: tt.store, Metrics: rec, RetryAfter: 1500 * time.Millisecond}
+			if tt.store.hang {
+				// Short, but only where the store hangs: the other rows
+				// make real SQLite calls, which a loaded machine may
+				// stall for longer than this.
+				cfg.DecisionTimeout = 100 * time.Millisecond
+			}
 			e := echo.New()
 			e.POST("/v1/clients/:client/chat", func(c echo.Context) error {
 				t.Fatal("handler reached while the store is down")
 				return nil
-			}, middleware.WithConfig(middleware.Config{Store: tt.store, Metrics: rec, DecisionTimeout: 100 * time.Millisecond, RetryAfter: 1500 * time.Millisecond}))
+			}, middleware.WithConfig(cfg))
 			req := httptest.NewRequest(http.MethodPost, "/v1/clients/"+tt.client+"/chat", nil)
 			if tt.auth != "" {
 				req.Header.Set("Authorization", tt.auth)
