@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -425,14 +426,23 @@ func portTaken(log string) bool {
 		strings.Contains(log, "could not create any TCP/IP sockets")
 }
 
-// freePort asks the kernel for a free TCP port on 127.0.0.1.
+// freePort picks a free TCP port on 127.0.0.1 below the ephemeral ranges
+// kernels hand out for "any port" (32768 and up on Linux, 49152 and up
+// elsewhere): Start brings the server back on the same port, and a port
+// from that range could meanwhile go to any socket that asked for one,
+// such as another test's HTTP server.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pgtest: pick a free port: %w", err)
+	const low, high = 20000, 32000
+	var err error
+	for range 100 {
+		port := low + rand.IntN(high-low)
+		var l net.Listener
+		if l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+			_ = l.Close()
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("pgtest: pick a free port in %d-%d: %w", low, high, err)
 }
 
 // serverCredential returns the user to run initdb and postgres as: nil
