@@ -68,10 +68,12 @@ func newRouter(cfg routerConfig) *echo.Echo {
 	}))
 	e.Use(echomw.BodyLimit("1M"))
 
-	e.GET("/healthz", func(c echo.Context) error {
+	// Probes answer HEAD too: some load balancers' health checks send it.
+	probe := []string{http.MethodGet, http.MethodHead}
+	e.Match(probe, "/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
-	e.GET("/readyz", readyz(cfg.db, cfg.logger))
+	e.Match(probe, "/readyz", readyz(cfg.db, cfg.logger))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.registry, promhttp.HandlerOpts{Registry: cfg.registry})))
 
 	// The middleware goes on each route, not on the group: group middleware

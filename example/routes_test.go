@@ -251,6 +251,15 @@ func TestModelsAndProbes(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || strings.Contains(rec.Body.String(), "refused") {
 		t.Errorf("readyz with the database down: %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
+	for _, probe := range []struct {
+		router *echo.Echo
+		path   string
+		want   int
+	}{{e, "/healthz", 200}, {e, "/readyz", 200}, {down, "/healthz", 200}, {down, "/readyz", 503}} {
+		if rec := serveOnce(probe.router, http.MethodHead, probe.path, ""); rec.Code != probe.want {
+			t.Errorf("HEAD %s: %d, want %d", probe.path, rec.Code, probe.want)
+		}
+	}
 	if rec := serveOnce(e, http.MethodGet, "/metrics", ""); rec.Code != 200 {
 		t.Errorf("metrics: %d", rec.Code)
 	}
