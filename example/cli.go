@@ -391,6 +391,10 @@ func keysSetActive(ctx context.Context, a *app, arg string, active bool) error {
 		return err
 	}
 	return a.withStore(ctx, func(store *keystore.SQLStore) error {
+		before, err := store.GetKey(ctx, id)
+		if err != nil {
+			return err
+		}
 		var k keystore.APIKey
 		if active {
 			k, err = store.ActivateKey(ctx, id)
@@ -400,9 +404,14 @@ func keysSetActive(ctx context.Context, a *app, arg string, active bool) error {
 		if err != nil {
 			return err
 		}
-		verb := "revoked"
+		verb, state := "revoked", "revoked"
 		if active {
-			verb = "activated"
+			verb, state = "activated", "active"
+		}
+		if before.Active == active {
+			// Nothing changed, so there is nothing new to warn about.
+			fmt.Fprintf(a.stderr, "key %d %q of client %s was already %s\n", k.ID, k.Name, k.Client, state)
+			return nil
 		}
 		fmt.Fprintf(a.stderr, "%s key %d %q of client %s\n", verb, k.ID, k.Name, k.Client)
 		if !active {

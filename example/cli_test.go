@@ -18,6 +18,9 @@ func oneLineOfStderr(t *testing.T, r result) {
 	if msg == "" || strings.Contains(msg, "\n") {
 		t.Errorf("want exactly one line on stderr, got %q", r.stderr)
 	}
+	if strings.Contains(msg, "  ") || strings.Contains(msg, " )") {
+		t.Errorf("stray space in %q", msg)
+	}
 }
 
 func TestHelp(t *testing.T) {
@@ -378,6 +381,10 @@ func TestCLI(t *testing.T) {
 				if k.Active || k.State != "revoked" {
 					t.Errorf("after revoke: %+v", k)
 				}
+			}
+			// Revoking again succeeds, says so, and warns no more.
+			if r := c.ok("keys", "revoke", itoa(all[0].ID)); r.stdout != "" || !strings.Contains(r.stderr, "already revoked") || strings.Contains(r.stderr, "anonymous") {
+				t.Errorf("revoking a revoked key: %v", r)
 			}
 
 			// keys activate locks the client again; keys rotate prints a

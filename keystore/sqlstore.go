@@ -450,12 +450,14 @@ FROM api_keys k WHERE k.id = ?`), id)
 }
 
 // ActivateKey makes a revoked key active again, which locks its clients.
+// Activating an active key changes nothing and returns it.
 func (s *SQLStore) ActivateKey(ctx context.Context, id int64) (APIKey, error) {
 	return s.setActive(ctx, "activate key", id, true)
 }
 
 // DeactivateKey revokes a key. When it was its client's last active key,
-// the client becomes open to anonymous callers.
+// the client becomes open to anonymous callers. Revoking a revoked key
+// changes nothing (no write, no change event) and returns it.
 func (s *SQLStore) DeactivateKey(ctx context.Context, id int64) (APIKey, error) {
 	return s.setActive(ctx, "deactivate key", id, false)
 }
@@ -463,16 +465,13 @@ func (s *SQLStore) DeactivateKey(ctx context.Context, id int64) (APIKey, error) 
 func (s *SQLStore) setActive(ctx context.Context, op string, id int64, active bool) (APIKey, error) {
 	var k APIKey
 	err := s.inTx(ctx, op, func(ctx context.Context, tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE api_keys SET is_active = ?, updated_at = ? WHERE id = ?`), active, s.stamp(), id)
-		if err != nil {
+		// Only a real change is written, so that a repeated revoke does
+		// not invalidate every instance's cache again.
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE api_keys SET is_active = ?, updated_at = ? WHERE id = ? AND is_active <> ?`), active, s.stamp(), id, active); err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return fmt.Errorf("%w: key id %d", ErrKeyNotFound, id)
-		}
-		k, err = s.getKey(ctx, tx, id)
+		var err error
+		k, err = s.getKey(ctx, tx, id) // ErrKeyNotFound when there is none
 		return err
 	})
 	return k, err

@@ -356,7 +356,7 @@ func strangerToken(t *testing.T) keystore.Token {
 }
 
 func testRevokeActivateDelete(t *testing.T, f Factory) {
-	h, _, ctx := setup(t, f)
+	h, clock, ctx := setup(t, f)
 	mustClient(t, h, "bot")
 	k1 := mustKey(t, h, "bot", keystore.KeySpec{})
 	k2 := mustKey(t, h, "bot", keystore.KeySpec{})
@@ -384,6 +384,19 @@ func testRevokeActivateDelete(t *testing.T, f Factory) {
 	requires(true) // k2 still active
 	verifies(k1, keystore.ErrInvalidToken)
 	verifies(k2, nil)
+
+	// Revoking it again changes nothing: no write, no change event.
+	latest, err := h.Admin.LatestChange(ctx)
+	wantErr(t, "LatestChange", err, nil)
+	clock.Advance(time.Minute)
+	again, err := h.Admin.DeactivateKey(ctx, k1.ID)
+	wantErr(t, "DeactivateKey(revoked)", err, nil)
+	if again.Active || !again.UpdatedAt.Equal(got.UpdatedAt) {
+		t.Fatalf("revoking a revoked key wrote it: %+v, before %+v", again, got)
+	}
+	if after, err := h.Admin.LatestChange(ctx); err != nil || after != latest {
+		t.Fatalf("revoking a revoked key logged a change: %d -> %d (%v)", latest, after, err)
+	}
 
 	_, err = h.Admin.DeactivateKey(ctx, k2.ID)
 	wantErr(t, "DeactivateKey", err, nil)
