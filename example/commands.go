@@ -105,6 +105,11 @@ type command struct {
 	run func(ctx context.Context, a *app, args []string) error
 }
 
+// line is the command as typed with its synopsis: "keys revoke ID".
+func (c *command) line() string {
+	return strings.TrimSpace(c.path + " " + c.synopsis)
+}
+
 // commands lists every leaf command, in help order.
 func commands() []*command {
 	return append([]*command{serveCommand(), migrateCommand()}, append(cliCommands(), versionCommand())...)
@@ -202,7 +207,7 @@ func (a *app) printGroupHelp(group string) {
 	fmt.Fprintf(w, "Usage: example %s SUBCOMMAND [flags] [arguments]\n\nSubcommands:\n", group)
 	for _, c := range commands() {
 		if strings.HasPrefix(c.path, group+" ") {
-			fmt.Fprintf(w, "  %s %s\n        %s\n", c.path, c.synopsis, c.summary)
+			fmt.Fprintf(w, "  %s\n        %s\n", c.line(), c.summary)
 		}
 	}
 	fmt.Fprintf(w, "\n%s\n%s\nRun \"example %s SUBCOMMAND --help\" for a subcommand's flags.\n", databaseHelp, exitHelp, group)
@@ -211,7 +216,7 @@ func (a *app) printGroupHelp(group string) {
 func (a *app) printCommandHelp(cmd *command) {
 	// Help that was asked for is the result: stdout, so that it pages.
 	w := a.stdout
-	fmt.Fprintf(w, "Usage: example %s %s\n\n%s\n", cmd.path, cmd.synopsis, upperFirst(cmd.summary)+".")
+	fmt.Fprintf(w, "Usage: example %s\n\n%s\n", cmd.line(), upperFirst(cmd.summary)+".")
 	if cmd.details != "" {
 		fmt.Fprintf(w, "\n%s", cmd.details)
 	}

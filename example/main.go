@@ -241,9 +241,9 @@ func (a *app) runCommand(ctx context.Context, cmd *command, args []string) error
 	}
 	switch {
 	case len(pos) < len(cmd.args):
-		return usagef("%s: missing %s (usage: example %s %s)", cmd.path, cmd.args[len(pos)], cmd.path, cmd.synopsis)
+		return usagef("%s: missing %s (usage: example %s)", cmd.path, cmd.args[len(pos)], cmd.line())
 	case len(pos) > len(cmd.args):
-		return usagef("%s: unexpected argument %q (usage: example %s %s)", cmd.path, pos[len(cmd.args)], cmd.path, cmd.synopsis)
+		return usagef("%s: unexpected argument %q (usage: example %s)", cmd.path, pos[len(cmd.args)], cmd.line())
 	}
 	return cmd.run(ctx, a, pos)
 }
