@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/llmauth/llmauth/internal/pgtest"
 	"github.com/llmauth/llmauth/internal/storetest"
@@ -126,6 +127,89 @@ func TestMigrateConcurrently(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSQLiteKeyTimesByHand: SQLite stores times as text, so the schema
+// refuses a key time typed by hand that the store could not read back,
+// and accepts the forms an operator would type. (PostgreSQL's timestamptz
+// does this by itself.)
+func TestSQLiteKeyTimesByHand(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := rawHarness(sqliteURL)(t, nil)
+	s := h.Admin
+	if _, err := s.CreateClient(ctx, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	key, err := s.CreateKey(ctx, "bot", keystore.KeySpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		expr    string
+		ok      bool
+		expired bool
+	}{
+		{"'2030-01-02 15:04:05+00:00'", true, false},
+		{"'2030-01-02T15:04:05.123Z'", true, false},
+		{"'2030-01-02 15:04:05'", true, false},
+		{"'2030-01-02 15:04'", true, false},
+		{"'2030-01-02'", true, false},
+		{"datetime('now', '-1 hour')", true, true},
+		{"strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+1 hour')", true, false},
+		{"NULL", true, false},
+		{"1700000000", false, false},
+		{"'1700000000'", false, false},
+		{"julianday('now')", false, false},
+		{"'now'", false, false},
+		{"'junk'", false, false},
+		{"''", false, false},
+		{"'2030-02-31 00:00:00'", false, false},
+		{"'2030-01-02 15:04:05 +01:00'", false, false},
+		{"'2030-01-02 15:04:05 '", false, false},
+		{"'15:04:05'", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			before, err := s.GetKey(ctx, key.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.DB().ExecContext(ctx, `UPDATE api_keys SET expires_at = `+tt.expr+` WHERE id = ?`, key.ID)
+			if !tt.ok {
+				if err == nil || !strings.Contains(err.Error(), "expires_at and last_used_at must be NULL or a time") {
+					t.Fatalf("accepted, or refused unclearly: %v", err)
+				}
+				after, err := s.GetKey(ctx, key.ID)
+				if err != nil || !equalTimes(after.ExpiresAt, before.ExpiresAt) {
+					t.Fatalf("a refused write changed the key: %+v -> %+v (%v)", before, after, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if _, err := s.ListKeys(ctx, "bot"); err != nil {
+				t.Fatalf("ListKeys after the write: %v", err)
+			}
+			var want error
+			if tt.expired {
+				want = keystore.ErrInvalidToken
+			}
+			if _, err := s.Verify(ctx, "bot", key.Token); !errors.Is(err, want) {
+				t.Fatalf("Verify = %v, want %v", err, want)
+			}
+		})
+	}
+	// The same rule on insert, for last_used_at too.
+	_, err = s.DB().ExecContext(ctx, `INSERT INTO api_keys (lookup_id, secret_digest, last_used_at) VALUES ('x', ?, 'yesterday')`, strings.Repeat("0", 64))
+	if err == nil || !strings.Contains(err.Error(), "must be NULL or a time") {
+		t.Fatalf("insert with a junk last_used_at: %v", err)
+	}
+}
+
+func equalTimes(a, b *time.Time) bool {
+	return (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
 }
 
 func TestOpenRejectsBadURLs(t *testing.T) {
