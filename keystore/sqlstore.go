@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -56,6 +58,42 @@ type SQLStore struct {
 	dialect dialect
 	timeout time.Duration
 	now     func() time.Time
+	file    *dbFile // SQLite only: the file the pool opened
+}
+
+// dbFile is the SQLite file a store's connections hold open. A file
+// replaced (a backup moved over it) or removed while they do is not seen by
+// them: they keep reading the old one, and would serve decisions the
+// database no longer holds. Calls check that the path still names the file
+// first, and fail as unavailable if not.
+type dbFile struct {
+	path string
+	info os.FileInfo
+	// checked is when the path last named the file, in nanoseconds since
+	// base (monotonic): within fileCheckEvery of it, calls skip the stat.
+	checked atomic.Int64
+	base    time.Time
+}
+
+// fileCheckEvery spaces out the stat calls of a busy store. A replaced
+// file is noticed within it, well inside the one-second bound on changes.
+const fileCheckEvery = 100 * time.Millisecond
+
+// check reports ErrUnavailable when the path no longer names the file.
+func (f *dbFile) check() error {
+	if f == nil {
+		return nil
+	}
+	now := int64(time.Since(f.base))
+	if now-f.checked.Load() < int64(fileCheckEvery) {
+		return nil
+	}
+	info, err := os.Stat(f.path)
+	if err == nil && os.SameFile(info, f.info) {
+		f.checked.Store(now)
+		return nil
+	}
+	return fmt.Errorf("keystore: %w: SQLite file %s was replaced or removed while open; restart to open the new one", ErrUnavailable, f.path)
 }
 
 // NewSQLStore returns a store over db, which must already be migrated (see
@@ -77,7 +115,34 @@ func NewSQLStore(db *sqlx.DB, opts Options) (*SQLStore, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &SQLStore{db: db, dialect: d, timeout: opts.QueryTimeout, now: opts.Now}, nil
+	s := &SQLStore{db: db, dialect: d, timeout: opts.QueryTimeout, now: opts.Now}
+	if d == dialectSQLite {
+		if s.file, err = openedFile(db); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// openedFile finds the file of a SQLite pool's main database: nil for an
+// in-memory or temporary one.
+func openedFile(db *sqlx.DB) (*dbFile, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var path string
+	if err := db.GetContext(ctx, &path, `SELECT file FROM pragma_database_list WHERE name = 'main'`); err != nil {
+		return nil, unavailable("find the database file", err)
+	}
+	if path == "" {
+		return nil, nil
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, unavailable("find the database file", err)
+	}
+	f := &dbFile{path: path, info: info, base: time.Now()}
+	f.checked.Store(int64(-fileCheckEvery)) // the first call checks
+	return f, nil
 }
 
 // DB returns the underlying pool.
@@ -99,6 +164,9 @@ func (s *SQLStore) q(query string) string { return s.db.Rebind(query) }
 func (s *SQLStore) Ping(ctx context.Context) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return err
+	}
 	if err := s.db.PingContext(ctx); err != nil {
 		return unavailable("ping", err)
 	}
@@ -160,6 +228,9 @@ func (s *SQLStore) CreateClient(ctx context.Context, name string) (Client, error
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return Client{}, err
+	}
 	now := s.stamp()
 	c := Client{Name: name, CreatedAt: now, UpdatedAt: now}
 	err := s.db.GetContext(ctx, &c.ID,
@@ -181,6 +252,9 @@ func (s *SQLStore) GetClient(ctx context.Context, name string) (Client, error) {
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return Client{}, err
+	}
 	var c Client
 	err := s.db.GetContext(ctx, &c, s.q(`SELECT id, name, created_at, updated_at FROM llm_clients WHERE name = ?`), name)
 	switch {
@@ -196,6 +270,9 @@ func (s *SQLStore) GetClient(ctx context.Context, name string) (Client, error) {
 func (s *SQLStore) ListClients(ctx context.Context) ([]ClientSummary, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return nil, err
+	}
 	var out []ClientSummary
 	err := s.db.SelectContext(ctx, &out, `
 SELECT c.id, c.name, c.created_at, c.updated_at,
@@ -249,6 +326,9 @@ DELETE FROM api_keys WHERE id IN (
 func (s *SQLStore) inTx(ctx context.Context, op string, fn func(context.Context, *sqlx.Tx) error) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return err
+	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return unavailable(op, err)
@@ -398,6 +478,9 @@ func (s *SQLStore) ListKeys(ctx context.Context, client string) ([]APIKey, error
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return nil, err
+	}
 	var exists bool
 	if err := s.db.GetContext(ctx, &exists, s.q(`SELECT EXISTS (SELECT 1 FROM llm_clients WHERE name = ?)`), client); err != nil {
 		return nil, unavailable("list keys", err)
@@ -428,6 +511,9 @@ ORDER BY k.id`), client)
 func (s *SQLStore) GetKey(ctx context.Context, id int64) (APIKey, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return APIKey{}, err
+	}
 	return s.getKey(ctx, s.db, id)
 }
 
@@ -530,6 +616,9 @@ INSERT INTO llm_client_api_keys (llm_client_id, api_key_id, created_at, updated_
 func (s *SQLStore) DeleteKey(ctx context.Context, id int64) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return err
+	}
 	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM api_keys WHERE id = ?`), id)
 	if err != nil {
 		return unavailable("delete key", err)
@@ -563,6 +652,9 @@ func (s *SQLStore) ClientState(ctx context.Context, client string) (ClientState,
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return ClientState{}, err
+	}
 	var row struct {
 		ID          int64  `db:"id"`
 		Name        string `db:"name"`
@@ -591,6 +683,9 @@ func (s *SQLStore) Verify(ctx context.Context, client string, token Token) (Prin
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return Principal{}, err
+	}
 	var row struct {
 		ID        int64        `db:"id"`
 		Name      string       `db:"name"`
@@ -655,6 +750,9 @@ UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR l
 func (s *SQLStore) LatestChange(ctx context.Context) (int64, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return 0, err
+	}
 	var id int64
 	if err := s.db.GetContext(ctx, &id, `SELECT COALESCE(MAX(id), 0) FROM llmauth_changes`); err != nil {
 		return 0, unavailable("latest change", err)
@@ -667,6 +765,9 @@ func (s *SQLStore) LatestChange(ctx context.Context) (int64, error) {
 func (s *SQLStore) ChangesSince(ctx context.Context, after int64, limit int) ([]Change, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return nil, err
+	}
 	rows, err := s.db.QueryContext(ctx, s.q(`
 SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0)
 FROM llmauth_changes WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
@@ -681,6 +782,9 @@ FROM llmauth_changes WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
 func (s *SQLStore) PruneChanges(ctx context.Context, age time.Duration) (int64, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return 0, err
+	}
 	secs := int64(age / time.Second)
 	query := `DELETE FROM llmauth_changes WHERE created_at < now() - make_interval(secs => $1)`
 	if s.dialect == dialectSQLite {
@@ -704,6 +808,9 @@ func (s *SQLStore) ChangesIn(ctx context.Context, ids []int64) ([]Change, error)
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if err := s.file.check(); err != nil {
+		return nil, err
+	}
 	query, args, err := sqlx.In(`
 SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0)
 FROM llmauth_changes WHERE id IN (?) ORDER BY id`, ids)

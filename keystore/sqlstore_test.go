@@ -3,6 +3,7 @@ package keystore_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -205,6 +206,67 @@ func TestSQLiteKeyTimesByHand(t *testing.T) {
 	_, err = s.DB().ExecContext(ctx, `INSERT INTO api_keys (lookup_id, secret_digest, last_used_at) VALUES ('x', ?, 'yesterday')`, strings.Repeat("0", 64))
 	if err == nil || !strings.Contains(err.Error(), "must be NULL or a time") {
 		t.Fatalf("insert with a junk last_used_at: %v", err)
+	}
+}
+
+// TestSQLiteFileReplaced: a SQLite file replaced (a backup moved over it)
+// or removed under a running store is not read as if nothing happened: the
+// old file's state would be served. Every call fails as unavailable until
+// the path names the opened file again.
+func TestSQLiteFileReplaced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, how := range []string{"replaced", "removed"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "keys.db")
+			s := rawHarness(func(testing.TB) string { return "sqlite:" + path })(t, nil).Admin
+			if _, err := s.CreateClient(ctx, "bot"); err != nil {
+				t.Fatal(err)
+			}
+			key, err := s.CreateKey(ctx, "bot", keystore.KeySpec{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			aside := filepath.Join(dir, "aside.db")
+			if err := os.Link(path, aside); err != nil { // keep the opened file
+				t.Fatal(err)
+			}
+			switch how {
+			case "replaced":
+				other := filepath.Join(t.TempDir(), "other.db")
+				rawHarness(func(testing.TB) string { return "sqlite:" + other })(t, nil)
+				if err := os.Rename(other, path); err != nil {
+					t.Fatal(err)
+				}
+			case "removed":
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Noticed within the one-second bound on changes; from then on
+			// every call fails.
+			waitFor(t, "the store notices", time.Second, func() bool { return errors.Is(s.Ping(ctx), keystore.ErrUnavailable) })
+			calls := map[string]func() error{
+				"Ping":         func() error { return s.Ping(ctx) },
+				"ClientState":  func() error { _, err := s.ClientState(ctx, "bot"); return err },
+				"Verify":       func() error { _, err := s.Verify(ctx, "bot", key.Token); return err },
+				"ChangesSince": func() error { _, err := s.ChangesSince(ctx, 0, 10); return err },
+				"CreateKey":    func() error { _, err := s.CreateKey(ctx, "bot", keystore.KeySpec{}); return err },
+			}
+			for name, call := range calls {
+				if err := call(); !errors.Is(err, keystore.ErrUnavailable) || !strings.Contains(err.Error(), "replaced or removed") {
+					t.Errorf("%s after the file was %s: %v", name, how, err)
+				}
+			}
+			// The opened file back at its path: the store works again.
+			if err := os.Rename(aside, path); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := s.ClientState(ctx, "bot"); err != nil || !st.RequiresKey {
+				t.Fatalf("ClientState with the file back: %+v, %v", st, err)
+			}
+		})
 	}
 }
 
