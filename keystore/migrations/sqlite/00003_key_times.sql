@@ -6,6 +6,8 @@
 -- and the Go driver read: a calendar date YYYY-MM-DD, optionally followed
 -- by a space or T and HH:MM[:SS[.fff]], optionally followed by Z or an
 -- offset +HH:MM. PostgreSQL's timestamptz refuses the rest by itself.
+-- The insert and update triggers repeat one check: a SQLite trigger fires on
+-- one event, and SQL alone cannot define a function to share it through.
 
 -- +goose Up
 -- +goose StatementBegin
