@@ -4,8 +4,9 @@
 -- These triggers refuse such writes with a clear message instead, for the
 -- two key times an operator sets by hand. A valid time is one both SQLite
 -- and the Go driver read: a calendar date YYYY-MM-DD, optionally followed
--- by a space or T and HH:MM[:SS[.fff]], optionally followed by Z or an
--- offset +HH:MM. PostgreSQL's timestamptz refuses the rest by itself.
+-- by a space or T and either HH:MM, or HH:MM:SS[.fff] and an optional
+-- offset +HH:MM; either may end in Z. PostgreSQL's timestamptz refuses the
+-- rest by itself.
 -- The insert and update triggers repeat one check: a SQLite trigger fires on
 -- one event, and SQL alone cannot define a function to share it through.
 
@@ -18,7 +19,8 @@ BEGIN
     WHERE t IS NOT NULL AND NOT (
         typeof(t) = 'text'
         AND date(substr(t, 1, 10)) IS substr(t, 1, 10)
-        AND (length(t) = 10 OR substr(t, 11, 1) IN (' ', 'T'))
+        AND (length(t) = 10 OR (substr(t, 11, 1) IN (' ', 'T') AND substr(t, 12, 2) < '24'))
+        AND (length(t) <= 16 OR substr(t, 17, 1) IN (':', 'Z'))
         AND substr(t, 12) NOT GLOB '*[^0-9:.+Z-]*'
         AND datetime(t) IS NOT NULL);
 END;
@@ -32,7 +34,8 @@ BEGIN
     WHERE t IS NOT NULL AND NOT (
         typeof(t) = 'text'
         AND date(substr(t, 1, 10)) IS substr(t, 1, 10)
-        AND (length(t) = 10 OR substr(t, 11, 1) IN (' ', 'T'))
+        AND (length(t) = 10 OR (substr(t, 11, 1) IN (' ', 'T') AND substr(t, 12, 2) < '24'))
+        AND (length(t) <= 16 OR substr(t, 17, 1) IN (':', 'Z'))
         AND substr(t, 12) NOT GLOB '*[^0-9:.+Z-]*'
         AND datetime(t) IS NOT NULL);
 END;
