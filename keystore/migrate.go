@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"embed"
 	"fmt"
@@ -22,33 +23,24 @@ import (
 var migrations embed.FS
 
 // Migrate applies every pending migration to db. It is idempotent and safe
-// to call from every process at start-up, several at once:
-//   - on PostgreSQL the callers queue on an advisory lock held for the whole
-//     run, and each finds the work done by the one before;
-//   - SQLite has no lock that can span goose's transactions, so the version
-//     table is created in one write transaction, and two callers may still
-//     both find a version pending. Each migration commits in one
+// to call from every process at start-up, several at once. First the
+// version table is created, once: on PostgreSQL under an advisory lock, on
+// SQLite in one write transaction. Then:
+//   - on PostgreSQL goose runs the migrations holding the same lock, so
+//     callers queue and each finds the work done by the one before;
+//   - SQLite has no lock that can span goose's transactions, so two callers
+//     may both find a version pending. Each migration commits in one
 //     transaction with its version row, so the loser's attempt rolls back
 //     whole, and Migrate tries again while another caller makes progress.
 //
-// db must come from [Open] (or use the "postgres" or "sqlite" driver).
+// It needs one connection of db's pool at a time. db must come from [Open]
+// (or use the "postgres" driver, or the "sqlite" driver with
+// _txlock=immediate).
 func Migrate(ctx context.Context, db *sqlx.DB) error {
 	m, err := newMigrator(db)
 	if err != nil {
 		return err
 	}
-	if m.dialect == dialectPostgres {
-		unlock, err := lockMigrations(ctx, db)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		if _, err := m.provider.Up(ctx); err != nil {
-			return fmt.Errorf("keystore: migrate: %w", err)
-		}
-		return nil
-	}
-
 	if err := m.ensureVersionTable(ctx, db); err != nil {
 		return fmt.Errorf("keystore: migrate: %w", err)
 	}
@@ -112,30 +104,53 @@ func newMigrator(db *sqlx.DB) (*migrator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keystore: migrations: %w", err)
 	}
-	p, err := goose.NewProvider(goose.DialectCustom, db.DB, dir,
+	opts := []goose.ProviderOption{
 		goose.WithStore(versions),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithSlog(slog.New(slog.DiscardHandler)),
-	)
+	}
+	if d == dialectPostgres {
+		opts = append(opts, goose.WithSessionLocker(pgMigrationLock{}))
+	}
+	p, err := goose.NewProvider(goose.DialectCustom, db.DB, dir, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: migrations: %w", err)
 	}
 	return &migrator{dialect: d, versions: versions, provider: p}, nil
 }
 
-// ensureVersionTable creates the SQLite version table, as goose would, but
-// inside one write transaction (Open makes SQLite transactions take the
-// write lock at BEGIN), so that concurrent callers cannot both find it
-// missing. goose itself checks, then creates, and on a clash retries a
-// second later.
-func (m *migrator) ensureVersionTable(ctx context.Context, db *sqlx.DB) error {
-	tx, err := db.BeginTxx(ctx, nil)
+// ensureVersionTable creates goose's version table, as goose would, but so
+// that concurrent callers cannot both find it missing: goose checks, then
+// creates, outside any lock, and on a clash retries a second later. On
+// PostgreSQL it holds the migration lock meanwhile; on SQLite the write
+// transaction itself serialises (Open makes it take the write lock at
+// BEGIN).
+func (m *migrator) ensureVersionTable(ctx context.Context, db *sqlx.DB) (err error) {
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		return fmt.Errorf("version table: %w", err)
+	}
+	defer conn.Close()
+	exists := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?`
+	if m.dialect == dialectPostgres {
+		var lock pgMigrationLock
+		if err := lock.SessionLock(ctx, conn.Conn); err != nil {
+			return err
+		}
+		defer func() {
+			if uerr := lock.SessionUnlock(context.WithoutCancel(ctx), conn.Conn); uerr != nil && err == nil {
+				err = uerr
+			}
+		}()
+		exists = `SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE tablename = $1 AND schemaname = current_schema()`
+	}
+	tx, err := conn.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("version table: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	var n int
-	if err := tx.GetContext(ctx, &n, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, migrationTable); err != nil {
+	if err := tx.GetContext(ctx, &n, exists, migrationTable); err != nil {
 		return fmt.Errorf("version table: %w", err)
 	}
 	if n > 0 {
@@ -163,29 +178,29 @@ const migrationLockID int64 = 0x6c6c6d61757468
 // migrations.
 const migrationLockWait = 5 * time.Minute
 
-// lockMigrations takes the migration lock on a connection of its own and
-// returns its release. It waits in the server (pg_advisory_lock), so a
-// caller starts the moment the lock is free; goose's locker polls, at
-// least a second apart, and its version-table check runs outside its lock.
-// The lock belongs to the session: it goes with the connection if the
-// process dies.
-func lockMigrations(ctx context.Context, db *sqlx.DB) (unlock func(), err error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, unavailable("migration lock", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, migrationLockWait)
+// pgMigrationLock is a goose session locker that waits in the server
+// (pg_advisory_lock) instead of polling pg_try_advisory_lock as goose's own
+// does, at least a second apart, so that a caller starts the moment the
+// lock is free. The lock belongs to the session: it goes with the
+// connection if the process dies.
+type pgMigrationLock struct{}
+
+// SessionLock waits for the migration lock on conn.
+func (pgMigrationLock) SessionLock(ctx context.Context, conn *sql.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, migrationLockWait)
 	defer cancel()
-	if _, err := conn.ExecContext(wctx, `SELECT pg_advisory_lock($1)`, migrationLockID); err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("keystore: migration lock: %w", err)
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockID); err != nil {
+		return fmt.Errorf("keystore: migration lock: %w", err)
 	}
-	return func() {
-		// Closing a connection that failed to unlock ends the session,
-		// which releases the lock too.
-		if _, err := conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockID); err != nil {
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		}
-		_ = conn.Close()
-	}, nil
+	return nil
+}
+
+// SessionUnlock releases the migration lock held on conn. If that fails
+// the connection is discarded, which ends the session and so the lock.
+func (pgMigrationLock) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, migrationLockID); err != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return fmt.Errorf("keystore: migration unlock: %w", err)
+	}
+	return nil
 }

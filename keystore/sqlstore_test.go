@@ -95,15 +95,19 @@ func TestMigrateConcurrently(t *testing.T) {
 			for round := range rounds {
 				u := url(t)
 				errs := make(chan error, parallel)
-				for range parallel {
+				for i := range parallel {
 					go func() {
-						ctx := context.Background()
+						ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+						defer cancel()
 						db, err := keystore.Open(ctx, u)
 						if err != nil {
 							errs <- err
 							return
 						}
 						defer db.Close()
+						if i == 0 {
+							db.SetMaxOpenConns(1) // Migrate needs one connection at a time
+						}
 						errs <- keystore.Migrate(ctx, db)
 					}()
 				}
