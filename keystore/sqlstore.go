@@ -423,6 +423,10 @@ func (s *SQLStore) CreateKey(ctx context.Context, client string, spec KeySpec) (
 		if !e.After(now) {
 			return NewKey{}, fmt.Errorf("%w: expiry %s is not in the future", ErrInvalidInput, e.Format(time.RFC3339))
 		}
+		if e.Year() > 9999 {
+			// Neither database keeps such a time as one.
+			return NewKey{}, fmt.Errorf("%w: expiry %s is after the year 9999", ErrInvalidInput, e.Format(time.RFC3339))
+		}
 		expires = &e
 	}
 	var out NewKey

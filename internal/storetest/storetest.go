@@ -191,6 +191,7 @@ func testKeyInputs(t *testing.T, f Factory) {
 	mustClient(t, h, "bot")
 	past := clock.Now().Add(-time.Second)
 	now := clock.Now()
+	far := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) // beyond what both databases keep
 	tests := []struct {
 		name    string
 		client  string
@@ -205,6 +206,7 @@ func testKeyInputs(t *testing.T, f Factory) {
 		{"invalid utf-8", "bot", keystore.KeySpec{Name: "\xff"}, keystore.ErrInvalidInput},
 		{"expiry in the past", "bot", keystore.KeySpec{ExpiresAt: &past}, keystore.ErrInvalidInput},
 		{"expiry now", "bot", keystore.KeySpec{ExpiresAt: &now}, keystore.ErrInvalidInput},
+		{"expiry after the year 9999", "bot", keystore.KeySpec{ExpiresAt: &far}, keystore.ErrInvalidInput},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
