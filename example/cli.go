@@ -408,7 +408,10 @@ func keysSetActive(ctx context.Context, a *app, arg string, active bool) error {
 		if active {
 			verb, state = "activated", "active"
 		}
-		if before.Active == active {
+		// The store writes only a real change, and a write moves
+		// updated_at: unchanged, the key was already in that state, even
+		// if someone else changed it between the two reads.
+		if k.UpdatedAt.Equal(before.UpdatedAt) {
 			// Nothing changed, so there is nothing new to warn about.
 			fmt.Fprintf(a.stderr, "key %d %q of client %s was already %s\n", k.ID, k.Name, k.Client, state)
 			return nil
