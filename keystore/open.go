@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -111,6 +112,11 @@ func parseDatabaseURL(raw string) (driver, dsn string, err error) {
 		path = strings.TrimPrefix(path, "//")
 		if path == "" {
 			return "", "", fmt.Errorf("%w: database url %q names no file", ErrInvalidInput, raw)
+		}
+		// Open the file a symlink names now, so that every connection of
+		// the pool opens the same file even if the link is later swapped.
+		if resolved, err := filepath.EvalSymlinks(path); err == nil {
+			path = resolved
 		}
 		if strings.ContainsAny(path, "?#") {
 			return "", "", fmt.Errorf("%w: database url: a SQLite path may not contain '?' or '#'", ErrInvalidInput)

@@ -279,6 +279,40 @@ func TestSQLiteFileReplaced(t *testing.T) {
 	}
 }
 
+// TestSQLiteSymlinkSwapped: a path that is a symlink is opened at the file
+// it names at Open, so that every connection of the pool reads the same
+// file even after the link is swapped; it never mixes two databases.
+func TestSQLiteSymlinkSwapped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	v1, v2, link := filepath.Join(dir, "v1.db"), filepath.Join(dir, "v2.db"), filepath.Join(dir, "llmauth.db")
+	for _, f := range []string{v1, v2} { // both migrated, both empty
+		rawHarness(func(testing.TB) string { return "sqlite:" + f })(t, nil)
+	}
+	if err := os.Symlink(v1, link); err != nil {
+		t.Skipf("no symlinks here: %v", err)
+	}
+	s := rawHarness(func(testing.TB) string { return "sqlite:" + link })(t, nil).Admin
+	if _, err := s.CreateClient(ctx, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	swap := filepath.Join(dir, "swap")
+	if err := os.Symlink(v2, swap); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(swap, link); err != nil {
+		t.Fatal(err)
+	}
+	// Every connection, old or opened after the swap, reads v1.
+	s.DB().SetMaxIdleConns(0)
+	for i := range 5 {
+		if _, err := s.GetClient(ctx, "bot"); err != nil {
+			t.Fatalf("read %d after the swap: %v", i, err)
+		}
+	}
+}
+
 func equalTimes(a, b *time.Time) bool {
 	return (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
 }
