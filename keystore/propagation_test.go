@@ -343,6 +343,16 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 // Both the polling watcher (through its remembered hole) and the listening
 // one must still see it within a second of the commit.
 func TestLateCommit(t *testing.T) {
+	for _, startFirst := range []bool{true, false} {
+		name := "watchers started before the transaction"
+		if !startFirst {
+			name = "watchers started while it is open"
+		}
+		t.Run(name, func(t *testing.T) { testLateCommit(t, startFirst) })
+	}
+}
+
+func testLateCommit(t *testing.T, startFirst bool) {
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
 	admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
@@ -357,13 +367,19 @@ func TestLateCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	polling := startInstances(t, url, 1, false)[0]
-	listening := startInstances(t, url, 1, true)[0]
-	both := []instance{listening, polling}
-	for _, in := range both {
-		if _, err := in.cache.Verify(ctx, "bot", keys[0].Token); err != nil {
-			t.Fatal(err)
+	var both []instance
+	start := func() {
+		polling := startInstances(t, url, 1, false)[0]
+		listening := startInstances(t, url, 1, true)[0]
+		both = []instance{listening, polling}
+		for _, in := range both {
+			if _, err := in.cache.Verify(ctx, "bot", keys[0].Token); err != nil {
+				t.Fatal(err)
+			}
 		}
+	}
+	if startFirst {
+		start()
 	}
 
 	tx, err := db.BeginTx(ctx, nil)
@@ -374,9 +390,13 @@ func TestLateCommit(t *testing.T) {
 	if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET is_active = false WHERE id = $1`, keys[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	// Later ids commit first, and both watchers read past the open one.
+	// Later ids commit first, and the watchers read past the open one (or
+	// start past it).
 	if _, err := admin.CreateClient(ctx, "later"); err != nil {
 		t.Fatal(err)
+	}
+	if !startFirst {
+		start()
 	}
 	time.Sleep(1500 * time.Millisecond)
 	if err := tx.Commit(); err != nil {

@@ -111,11 +111,16 @@ func (w *Watcher) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Polling starts after the newest visible id. On PostgreSQL a
-	// transaction that took a lower id before this moment and commits
-	// after it reaches this watcher through its notification only.
+	holes, err := w.startHoles(ctx, latest)
+	if err != nil {
+		return err
+	}
+	// Polling starts after the newest visible id, and looks again for the
+	// missing ids below it: on PostgreSQL a transaction may have taken one
+	// before this moment and commit after it.
 	w.mu.Lock()
 	w.high = latest
+	w.holes = holes
 	w.lastPrune = time.Now()
 	w.mu.Unlock()
 
@@ -129,6 +134,38 @@ func (w *Watcher) Start(ctx context.Context) error {
 	w.wg.Add(1)
 	go w.pollLoop(runCtx)
 	return nil
+}
+
+// startWindow is how far below the newest change id Start looks for ids
+// that are missing.
+const startWindow = 1000
+
+// startHoles finds the ids missing among the newest startWindow changes on
+// PostgreSQL, above the oldest one present (ids below it are pruned, not
+// pending). Each is a transaction still open, or one rolled back: it is
+// looked for on every poll, and a notification for it is applied, for
+// Retention. SQLite hands out ids at commit, so it has none.
+func (w *Watcher) startHoles(ctx context.Context, latest int64) (map[int64]time.Time, error) {
+	holes := map[int64]time.Time{}
+	if !w.store.IsPostgres() || latest <= 1 {
+		return holes, nil
+	}
+	rows, err := w.store.ChangesSince(ctx, max(0, latest-startWindow), startWindow)
+	if err != nil || len(rows) == 0 {
+		return holes, err
+	}
+	now := time.Now()
+	next := rows[0].ID + 1
+	for _, r := range rows[1:] {
+		if r.ID > latest {
+			break // committed since: polling reads it
+		}
+		for ; next < r.ID; next++ {
+			holes[next] = now
+		}
+		next = r.ID + 1
+	}
+	return holes, nil
 }
 
 // Close stops the watcher and waits for its goroutines.
