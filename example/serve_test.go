@@ -276,6 +276,57 @@ func TestServeDatabaseDown(t *testing.T) {
 	}
 }
 
+// TestServeSQLiteFileReplaced: a backup moved over the SQLite file of a
+// running server (here one in which the client is open) must not be
+// answered from the old file or from the cache: every decision fails
+// closed with 503 until a restart opens the new file.
+func TestServeSQLiteFileReplaced(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "llmauth.db")
+	c := newCLI(t, "sqlite:"+path)
+	c.ok("clients", "create", "bot")
+	key := c.createKey("bot")
+	s := startServer(t, c.dir, c.env, "--database-url", c.db)
+	decodeChat(t, s.chat("bot", key.Token)) // cached: state and key
+
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	newCLI(t, "sqlite:"+backup).ok("clients", "create", "bot") // no key: open
+	if err := os.Rename(backup, path); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "readyz turns 503", func() bool {
+		return do(t, http.MethodGet, s.base+"/readyz", "").status == http.StatusServiceUnavailable
+	})
+	eventually(t, 2*time.Second, "the cached decision is dropped", func() bool {
+		return s.chat("bot", key.Token).status == http.StatusServiceUnavailable
+	})
+	for what, r := range map[string]response{"with the old token": s.chat("bot", key.Token), "anonymous": s.chat("bot", "")} {
+		if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+			t.Errorf("%s after the file was replaced: %d %s", what, r.status, r.body)
+		}
+	}
+	if !strings.Contains(s.stderr.String(), "replaced or removed") {
+		t.Errorf("no log line says the file was replaced:\n%s", s.stderr.String())
+	}
+	// Last-used times still pending (the key's uses above, unless a
+	// periodic flush wrote them first) cannot be written: the shutdown
+	// then says so and fails.
+	code := s.signal(syscall.SIGTERM)
+	want := 0
+	if strings.Contains(s.stderr.String(), "writing last-used times at shutdown") {
+		want = 1
+	}
+	if code != want {
+		t.Errorf("exit code after SIGTERM: %d, want %d", code, want)
+	}
+
+	// A restart opens the new file, where the client is open.
+	s = startServer(t, c.dir, c.env, "--database-url", c.db)
+	if got := decodeChat(t, s.chat("bot", "")); !got.Anonymous {
+		t.Fatalf("after the restart: %+v", got)
+	}
+}
+
 var demoTokenRE = regexp.MustCompile(`Bearer (llmk_[0-9A-Za-z]{61})`)
 
 // TestServeDemo: on the embedded default with no client, serve creates the

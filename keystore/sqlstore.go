@@ -93,7 +93,7 @@ func (f *dbFile) check() error {
 		f.checked.Store(now)
 		return nil
 	}
-	return fmt.Errorf("keystore: %w: SQLite file %s was replaced or removed while open; restart to open the new one", ErrUnavailable, f.path)
+	return fmt.Errorf("%w (%s); restart to open the new one", ErrDatabaseReplaced, f.path)
 }
 
 // NewSQLStore returns a store over db, which must already be migrated (see

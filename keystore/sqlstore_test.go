@@ -264,7 +264,7 @@ func TestSQLiteFileReplaced(t *testing.T) {
 				"CreateKey":    func() error { _, err := s.CreateKey(ctx, "bot", keystore.KeySpec{}); return err },
 			}
 			for name, call := range calls {
-				if err := call(); !errors.Is(err, keystore.ErrUnavailable) || !strings.Contains(err.Error(), "replaced or removed") {
+				if err := call(); !errors.Is(err, keystore.ErrDatabaseReplaced) || !errors.Is(err, keystore.ErrUnavailable) {
 					t.Errorf("%s after the file was %s: %v", name, how, err)
 				}
 			}

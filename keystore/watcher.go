@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -342,6 +343,7 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	fresh, flush, err := w.read(ctx)
 	w.mu.Lock()
 	recovered := w.failing && err == nil
+	replaced := !w.failing && errors.Is(err, ErrDatabaseReplaced)
 	w.failing = err != nil
 	now := time.Now()
 	prune := err == nil && now.Sub(w.lastPrune) > time.Minute
@@ -349,6 +351,11 @@ func (w *Watcher) Poll(ctx context.Context) error {
 		w.lastPrune = now
 	}
 	w.mu.Unlock()
+	if replaced {
+		// Unlike an outage, what the cache holds came from a database
+		// that is gone: drop it, so that every decision fails closed.
+		w.sink.Flush()
+	}
 	if err != nil {
 		return err
 	}
