@@ -297,7 +297,7 @@ func TestServeSQLiteFileReplaced(t *testing.T) {
 	eventually(t, 5*time.Second, "readyz turns 503", func() bool {
 		return do(t, http.MethodGet, s.base+"/readyz", "").status == http.StatusServiceUnavailable
 	})
-	eventually(t, 2*time.Second, "the cached decision is dropped", func() bool {
+	eventually(t, 5*time.Second, "the cached decision is dropped", func() bool {
 		return s.chat("bot", key.Token).status == http.StatusServiceUnavailable
 	})
 	for what, r := range map[string]response{"with the old token": s.chat("bot", key.Token), "anonymous": s.chat("bot", "")} {
