@@ -149,7 +149,9 @@ func runBinary(t testing.TB, dir string, env []string, args ...string) result {
 	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
 
-// createdKey is the JSON "keys create --json" prints.
+// createdKey is the JSON "keys create --json" prints, as a script reads it:
+// spelled out here rather than reusing newKeyView, so that a renamed field
+// in the binary breaks the tests instead of passing along with them.
 type createdKey struct {
 	ID        int64      `json:"id"`
 	Token     string     `json:"token"`

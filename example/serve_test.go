@@ -32,6 +32,23 @@ func metricValue(scrape, client, outcome string) (float64, bool) {
 	return 0, false
 }
 
+// refused checks a refusal: its status, its RFC 6750 challenge and
+// Cache-Control: no-store. It reports whether the status was right.
+func refused(t *testing.T, what string, r response, status int, challenge string) bool {
+	t.Helper()
+	if r.status != status {
+		t.Errorf("%s: status %d, want %d: %s", what, r.status, status, r.body)
+		return false
+	}
+	if got := r.header.Get("WWW-Authenticate"); got != challenge {
+		t.Errorf("%s: WWW-Authenticate %q, want %q", what, got, challenge)
+	}
+	if got := r.header.Get("Cache-Control"); got != "no-store" {
+		t.Errorf("%s: Cache-Control %q", what, got)
+	}
+	return true
+}
+
 // TestServeDecisionTable walks the contract's decision table over real
 // HTTP, on both stores.
 func TestServeDecisionTable(t *testing.T) {
@@ -76,10 +93,7 @@ func TestServeDecisionTable(t *testing.T) {
 			}
 
 			// No Authorization: 401, challenge without error.
-			r := s.chat("secure-bot", "")
-			if r.status != http.StatusUnauthorized || r.header.Get("WWW-Authenticate") != `Bearer realm="llmauth"` || r.header.Get("Cache-Control") != "no-store" {
-				t.Errorf("no token: %d %v %s", r.status, r.header, r.body)
-			}
+			refused(t, "no token", s.chat("secure-bot", ""), http.StatusUnauthorized, `Bearer realm="llmauth"`)
 
 			// Every bad token: 401, one body, error="invalid_token".
 			if time.Now().Before(*expiring.ExpiresAt) {
@@ -96,15 +110,8 @@ func TestServeDecisionTable(t *testing.T) {
 				"not a token":      "abcdef",
 			} {
 				r := s.chat("secure-bot", token)
-				if r.status != http.StatusUnauthorized {
-					t.Errorf("%s token: status %d %s", what, r.status, r.body)
+				if !refused(t, what+" token", r, http.StatusUnauthorized, `Bearer realm="llmauth", error="invalid_token"`) {
 					continue
-				}
-				if h := r.header.Get("WWW-Authenticate"); h != `Bearer realm="llmauth", error="invalid_token"` {
-					t.Errorf("%s token: WWW-Authenticate %q", what, h)
-				}
-				if r.header.Get("Cache-Control") != "no-store" {
-					t.Errorf("%s token: Cache-Control %q", what, r.header.Get("Cache-Control"))
 				}
 				if firstBody == nil {
 					firstBody = r.body
@@ -126,16 +133,7 @@ func TestServeDecisionTable(t *testing.T) {
 				"basic scheme":   {"Authorization", "Basic Zm9vOmJhcg=="},
 			} {
 				r := do(t, http.MethodPost, s.base+"/v1/clients/secure-bot/chat", "", h...)
-				if r.status != http.StatusBadRequest {
-					t.Errorf("%s: status %d %s", what, r.status, r.body)
-					continue
-				}
-				if got := r.header.Get("WWW-Authenticate"); got != `Bearer realm="llmauth", error="invalid_request"` {
-					t.Errorf("%s: WWW-Authenticate %q", what, got)
-				}
-				if r.header.Get("Cache-Control") != "no-store" {
-					t.Errorf("%s: Cache-Control %q", what, r.header.Get("Cache-Control"))
-				}
+				refused(t, what, r, http.StatusBadRequest, `Bearer realm="llmauth", error="invalid_request"`)
 			}
 
 			// Unknown clients, including names no client can have.
@@ -152,7 +150,7 @@ func TestServeDecisionTable(t *testing.T) {
 			if r := do(t, http.MethodPost, s.base+"/v1/clients/secure-bot/chat/completions", body); r.status != http.StatusUnauthorized {
 				t.Errorf("completions without token: %d", r.status)
 			}
-			r = do(t, http.MethodPost, s.base+"/v1/clients/secure-bot/chat/completions", body, "Authorization", "Bearer "+valid.Token)
+			r := do(t, http.MethodPost, s.base+"/v1/clients/secure-bot/chat/completions", body, "Authorization", "Bearer "+valid.Token)
 			var comp completion
 			if err := json.Unmarshal(r.body, &comp); err != nil || r.status != http.StatusOK || len(comp.Choices) != 1 ||
 				comp.Choices[0].Message.Content != "hello llmauth" || comp.Model != "gpt-test" || comp.Object != "chat.completion" {
