@@ -152,6 +152,38 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestNegativeNumbers: a negative number where a key id or a name goes is
+// refused as a bad argument, in the words of that argument's check, not as
+// an unknown flag; a flag's own value may still start with a minus.
+func TestNegativeNumbers(t *testing.T) {
+	t.Parallel()
+	const badID = `example: invalid key id "-1": want a positive integer (see keys list)` + "\n"
+	for _, tc := range []struct {
+		args       []string
+		wantStderr string
+	}{
+		{[]string{"keys", "revoke", "-1"}, badID},
+		{[]string{"keys", "activate", "-1"}, badID},
+		{[]string{"keys", "delete", "-1"}, badID},
+		{[]string{"keys", "rotate", "-1", "--grace", "1h"}, badID},
+		{[]string{"keys", "rotate", "--json", "-1"}, badID},
+		{[]string{"keys", "rotate", "--grace=1h", "-1"}, badID},
+		{[]string{"keys", "rotate", "--grace", "-1", "3"}, "example: keys rotate: invalid value \"-1\" for flag -grace: parse error (see example keys rotate --help)\n"},
+		{[]string{"keys", "revoke", "-1x"}, "example: keys revoke: flag provided but not defined: -1x (see example keys revoke --help)\n"},
+		{[]string{"clients", "create", "-1"}, "example: invalid client name \"-1\": must match ^[a-z0-9][a-z0-9-]{0,62}$\n"},
+		{[]string{"keys", "create", "--client", "bot", "-5"}, "example: keys create: unexpected argument \"-5\" (usage: example keys create --client NAME [--name LABEL] [--description TEXT] [--expires DURATION] [--json])\n"},
+	} {
+		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			r := runBinary(t, dir, baseEnv(), append(tc.args, "--database-url", "sqlite:"+filepath.Join(dir, "store.db"))...)
+			if r.code != 2 || r.stdout != "" || r.stderr != tc.wantStderr {
+				t.Fatalf("want exit 2 and stderr %q; got %v", tc.wantStderr, r)
+			}
+		})
+	}
+}
+
 // TestDatabaseURLErrors: a malformed URL is bad input (2), an unreachable
 // database a failure (1); neither leaks a password.
 func TestDatabaseURLErrors(t *testing.T) {

@@ -259,8 +259,33 @@ func newFlagSet(name string) *flag.FlagSet {
 
 // parseInterleaved parses flags that may come before, between or after
 // positional arguments, and returns the positional ones. After "--"
-// everything is positional.
+// everything is positional. A negative number ("-1") that is not a flag's
+// value is positional too, so that it is refused as the bad argument it
+// is, not as an unknown flag.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		k := standaloneNegative(fs, args)
+		part := args
+		if k >= 0 {
+			part = args[:k]
+		}
+		p, err := parseSegment(fs, part)
+		if err != nil {
+			return nil, err
+		}
+		pos = append(pos, p...)
+		if k < 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[k])
+		args = args[k+1:]
+	}
+}
+
+// parseSegment parses flags and positional arguments in any order, up to
+// the end of args, and returns the positional ones.
+func parseSegment(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -277,4 +302,46 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// standaloneNegative returns the index of the first negative number in
+// args that is neither a flag's value nor after "--", or -1.
+func standaloneNegative(fs *flag.FlagSet, args []string) int {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return -1
+		case isNegativeNumber(a):
+			return i
+		case len(a) > 1 && a[0] == '-':
+			name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+			if strings.Contains(name, "=") {
+				continue
+			}
+			if f := fs.Lookup(name); f != nil && !isBoolFlag(f) {
+				i++ // the next argument is this flag's value
+			}
+		}
+	}
+	return -1
+}
+
+// isBoolFlag reports whether f takes no value, as the flag package decides.
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// isNegativeNumber reports whether s is a minus sign followed by digits.
+func isNegativeNumber(s string) bool {
+	if len(s) < 2 || s[0] != '-' {
+		return false
+	}
+	for _, r := range s[1:] {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }
