@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 
 	"github.com/llmauth/llmauth/internal/pgtest"
@@ -412,8 +416,11 @@ func TestOutage(t *testing.T) {
 }
 
 // TestDashboardsMatchMetrics keeps dashboards/ honest: every llmauth_
-// series a panel or alert queries is one the stack exports. With promtool
-// on PATH it also checks the alert rules and lints a real scrape.
+// series a panel or alert queries is one the stack exports, with labels it
+// has. With promtool on PATH it also checks every panel expression and
+// alert rule, runs the alerts' unit tests (dashboards/alerts_test.yml) and
+// lints a real scrape; LLMAUTH_TEST_REQUIRE_PROMTOOL=1 (set by .ci/run)
+// makes a missing promtool a failure.
 func TestDashboardsMatchMetrics(t *testing.T) {
 	s := newStack(t, "sqlite:"+filepath.Join(t.TempDir(), "dash.db"))
 	// Touch every family so that each has at least one series.
@@ -431,54 +438,173 @@ func TestDashboardsMatchMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scrape, _ := io.ReadAll(res.Body)
+	scrape, err := io.ReadAll(res.Body)
 	res.Body.Close()
-	exported := map[string]bool{}
-	for _, line := range strings.Split(string(scrape), "\n") {
-		if name, ok := strings.CutPrefix(line, "# TYPE "); ok {
-			f := strings.Fields(name)
-			exported[f[0]] = true
-			if f[1] == "histogram" {
-				for _, suffix := range []string{"_bucket", "_count", "_sum"} {
-					exported[f[0]+suffix] = true
-				}
-			}
-		}
+	if err != nil {
+		t.Fatal(err)
 	}
-	series := regexp.MustCompile(`llmauth_[a-z_]+`)
-	for _, file := range []string{"dashboards/llmauth.json", "dashboards/alerts.yml"} {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		names := series.FindAllString(string(b), -1)
-		if len(names) == 0 {
-			t.Fatalf("%s queries no llmauth series", file)
-		}
-		for _, n := range names {
-			if !exported[n] {
-				t.Errorf("%s queries %s, which the stack does not export", file, n)
-			}
-		}
+	exported := exportedLabels(t, scrape)
+
+	b, err := os.ReadFile("dashboards/llmauth.json")
+	if err != nil {
+		t.Fatal(err)
 	}
 	var dash struct {
-		Panels []struct{ Title string } `json:"panels"`
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
 	}
-	if b, _ := os.ReadFile("dashboards/llmauth.json"); json.Unmarshal(b, &dash) != nil || len(dash.Panels) == 0 {
-		t.Fatal("dashboards/llmauth.json is not a dashboard")
+	if err := json.Unmarshal(b, &dash); err != nil || len(dash.Panels) == 0 {
+		t.Fatalf("dashboards/llmauth.json is not a dashboard: %v", err)
+	}
+	// Each panel's queries, with the dashboard's variables as Grafana fills
+	// them in.
+	grafana := strings.NewReplacer(`$job`, `.+`, `$__rate_interval`, `5m`)
+	var panelExprs []string
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q queries nothing", p.Title)
+		}
+		for _, q := range p.Targets {
+			panelExprs = append(panelExprs, grafana.Replace(q.Expr))
+		}
+	}
+	rules, err := os.ReadFile("dashboards/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alertExprs []string
+	for _, line := range strings.Split(string(rules), "\n") {
+		if e, ok := strings.CutPrefix(strings.TrimSpace(line), "expr: "); ok {
+			alertExprs = append(alertExprs, e)
+		}
+	}
+	if len(alertExprs) == 0 {
+		t.Fatal("dashboards/alerts.yml has no rules")
+	}
+	for _, e := range append(slices.Clone(panelExprs), alertExprs...) {
+		checkQueryLabels(t, e, exported)
 	}
 
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
-		t.Log("promtool not on PATH (Debian: apt-get install prometheus): rules and scrape lint not checked")
+		if os.Getenv("LLMAUTH_TEST_REQUIRE_PROMTOOL") == "1" {
+			t.Fatal("promtool not on PATH and LLMAUTH_TEST_REQUIRE_PROMTOOL=1")
+		}
+		t.Log("promtool not on PATH (Debian: apt-get install prometheus): expressions, rules and scrape not checked by Prometheus")
 		return
 	}
-	if out, err := exec.Command(promtool, "check", "rules", "dashboards/alerts.yml").CombinedOutput(); err != nil {
-		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	run := func(stdin []byte, args ...string) {
+		t.Helper()
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = "dashboards"
+		if stdin != nil {
+			cmd.Stdin = strings.NewReader(string(stdin))
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
-	lint := exec.Command(promtool, "check", "metrics")
-	lint.Stdin = strings.NewReader(string(scrape))
-	if out, err := lint.CombinedOutput(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	run(nil, "check", "rules", "alerts.yml")
+	run(nil, "test", "rules", "alerts_test.yml")
+	run(scrape, "check", "metrics")
+	// Prometheus parses the panels' queries as recording rules.
+	var panelRules strings.Builder
+	panelRules.WriteString("groups:\n  - name: panels\n    rules:\n")
+	for i, e := range panelExprs {
+		q, _ := json.Marshal(e) // a JSON string is a YAML double-quoted scalar
+		fmt.Fprintf(&panelRules, "      - record: llmauth:panel_%d\n        expr: %s\n", i+1, q)
+	}
+	file := filepath.Join(t.TempDir(), "panels.yml")
+	if err := os.WriteFile(file, []byte(panelRules.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(nil, "check", "rules", file)
+}
+
+// exportedLabels parses a scrape and returns, for each series name it
+// holds (histograms as their _bucket, _sum and _count series), the label
+// names that series has, with the job and instance labels every scrape
+// adds.
+func exportedLabels(t *testing.T, scrape []byte) map[string]map[string]bool {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(string(scrape)))
+	if err != nil {
+		t.Fatalf("the scrape does not parse: %v", err)
+	}
+	out := map[string]map[string]bool{}
+	add := func(series string, labels []*dto.LabelPair, extra ...string) {
+		if out[series] == nil {
+			out[series] = map[string]bool{"job": true, "instance": true}
+		}
+		for _, l := range labels {
+			out[series][l.GetName()] = true
+		}
+		for _, l := range extra {
+			out[series][l] = true
+		}
+	}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			if f.GetType() == dto.MetricType_HISTOGRAM {
+				add(name+"_bucket", m.GetLabel(), "le")
+				add(name+"_sum", m.GetLabel())
+				add(name+"_count", m.GetLabel())
+				continue
+			}
+			add(name, m.GetLabel())
+		}
+	}
+	return out
+}
+
+var (
+	selectorRE = regexp.MustCompile(`(llmauth_[a-z_]+)(\{[^}]*\})?`)
+	matcherRE  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)`)
+	groupingRE = regexp.MustCompile(`\b(?:by|without)\s*\(([^)]*)\)`)
+)
+
+// checkQueryLabels fails the test when expr selects an llmauth_ series
+// the stack does not export, matches on a label that series lacks, or
+// groups by a label none of its series has.
+func checkQueryLabels(t *testing.T, expr string, exported map[string]map[string]bool) {
+	t.Helper()
+	sel := selectorRE.FindAllStringSubmatch(expr, -1)
+	if len(sel) == 0 {
+		t.Errorf("%s: queries no llmauth series", expr)
+		return
+	}
+	union := map[string]bool{}
+	for _, m := range sel {
+		labels, ok := exported[m[1]]
+		if !ok {
+			t.Errorf("%s: queries %s, which the stack does not export", expr, m[1])
+			continue
+		}
+		for l := range labels {
+			union[l] = true
+		}
+		for _, mm := range matcherRE.FindAllStringSubmatch(m[2], -1) {
+			if !labels[mm[1]] {
+				t.Errorf("%s: %s has no label %q", expr, m[1], mm[1])
+			}
+		}
+	}
+	for _, g := range groupingRE.FindAllStringSubmatch(expr, -1) {
+		by := map[string]bool{}
+		for _, l := range strings.Split(g[1], ",") {
+			l = strings.TrimSpace(l)
+			by[l] = true
+			if l != "" && !union[l] {
+				t.Errorf("%s: groups by %q, which none of its series has", expr, l)
+			}
+		}
+		// histogram_quantile needs the buckets' bounds: an aggregation
+		// that drops le leaves it nothing to compute with.
+		if strings.Contains(expr, "histogram_quantile(") && !by["le"] {
+			t.Errorf("%s: histogram_quantile over an aggregation without le", expr)
+		}
 	}
 }
