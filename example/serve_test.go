@@ -62,7 +62,7 @@ func TestServeDecisionTable(t *testing.T) {
 			}
 			// The expiring key goes first so that it has expired by the
 			// time it is tried.
-			expiring := c.createKey("secure-bot", "--name", "short", "--expires", "1s")
+			expiring := c.createKey("secure-bot", "--name", "short", "--expires", "3s")
 			valid := c.createKey("secure-bot", "--name", "ci")
 			other := c.createKey("other-bot")
 			revoked := c.createKey("secure-bot", "--name", "old")

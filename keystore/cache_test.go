@@ -241,7 +241,8 @@ func TestCacheNegativeCap(t *testing.T) {
 func TestCacheSingleflight(t *testing.T) {
 	f := newFixture(t)
 	f.spy.gate = make(chan struct{})
-	c := f.cache(t, keystore.CacheOptions{})
+	var misses atomic.Int32
+	c := f.cache(t, keystore.CacheOptions{Observer: missCounter{&misses}})
 	ctx := context.Background()
 	const callers = 50
 	var wg sync.WaitGroup
@@ -259,12 +260,18 @@ func TestCacheSingleflight(t *testing.T) {
 			errs <- err
 		}()
 	}
-	// Let every caller reach the gate, then open it.
-	deadline := time.Now().Add(5 * time.Second)
-	for (f.spy.states.Load() < 1 || f.spy.verifies.Load() < 1) && time.Now().Before(deadline) {
+	// Every caller has missed the cache and the first store calls hang at
+	// the gate, so no result can be cached yet: each caller is bound for
+	// the flight in progress. A few instructions lie between a recorded
+	// miss and joining the flight; the short sleep covers them.
+	deadline := time.Now().Add(10 * time.Second)
+	for (misses.Load() < 2*callers || f.spy.states.Load() < 1 || f.spy.verifies.Load() < 1) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond)
+	if m := misses.Load(); m != 2*callers {
+		t.Fatalf("%d of %d callers missed the cache within 10s", m, 2*callers)
+	}
+	time.Sleep(20 * time.Millisecond)
 	close(f.spy.gate)
 	wg.Wait()
 	close(errs)
@@ -407,6 +414,18 @@ func TestCacheStaleIfErrorAfterInvalidation(t *testing.T) {
 		})
 	}
 }
+
+// missCounter counts cache misses.
+type missCounter struct{ n *atomic.Int32 }
+
+func (m missCounter) CacheLookup(_ string, hit bool) {
+	if !hit {
+		m.n.Add(1)
+	}
+}
+func (m missCounter) StaleServed(string)                     {}
+func (m missCounter) Invalidated(string)                     {}
+func (m missCounter) StoreCall(string, time.Duration, error) {}
 
 type staleCounter struct{ n *atomic.Int32 }
 

@@ -155,13 +155,13 @@ func TestSQLiteKeyTimesByHand(t *testing.T) {
 		ok      bool
 		expired bool
 	}{
-		{"'2030-01-02 15:04:05+00:00'", true, false},
-		{"'2030-01-02T15:04:05.123Z'", true, false},
-		{"'2030-01-02 15:04:05'", true, false},
-		{"'2030-01-02 15:04'", true, false},
-		{"'2030-01-02T15:04Z'", true, false},
-		{"'2030-01-02 15:04:05.5-05:00'", true, false},
-		{"'2030-01-02'", true, false},
+		{"'2999-01-02 15:04:05+00:00'", true, false},
+		{"'2999-01-02T15:04:05.123Z'", true, false},
+		{"'2999-01-02 15:04:05'", true, false},
+		{"'2999-01-02 15:04'", true, false},
+		{"'2999-01-02T15:04Z'", true, false},
+		{"'2999-01-02 15:04:05.5-05:00'", true, false},
+		{"'2999-01-02'", true, false},
 		{"datetime('now', '-1 hour')", true, true},
 		{"strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+1 hour')", true, false},
 		{"NULL", true, false},
@@ -171,13 +171,13 @@ func TestSQLiteKeyTimesByHand(t *testing.T) {
 		{"'now'", false, false},
 		{"'junk'", false, false},
 		{"''", false, false},
-		{"'2030-02-31 00:00:00'", false, false},
-		{"'2030-01-02 15:04:05 +01:00'", false, false},
-		{"'2030-01-02 15:04:05 '", false, false},
+		{"'2999-02-31 00:00:00'", false, false},
+		{"'2999-01-02 15:04:05 +01:00'", false, false},
+		{"'2999-01-02 15:04:05 '", false, false},
 		{"'15:04:05'", false, false},
-		{"'2030-01-02 24:00:00'", false, false},
-		{"'2030-01-02 15:04+01:00'", false, false},
-		{"'2030-01-02T15:04-05:00'", false, false},
+		{"'2999-01-02 24:00:00'", false, false},
+		{"'2999-01-02 15:04+01:00'", false, false},
+		{"'2999-01-02T15:04-05:00'", false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
