@@ -242,7 +242,7 @@ func TestCacheSingleflight(t *testing.T) {
 	f := newFixture(t)
 	f.spy.gate = make(chan struct{})
 	var misses atomic.Int32
-	c := f.cache(t, keystore.CacheOptions{Observer: missCounter{&misses}})
+	c := f.cache(t, keystore.CacheOptions{Observer: cacheCounter{misses: &misses}})
 	ctx := context.Background()
 	const callers = 50
 	var wg sync.WaitGroup
@@ -345,7 +345,7 @@ func TestCacheStaleIfError(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
 			var stale atomic.Int32
-			c := f.cache(t, keystore.CacheOptions{TTL: 30 * time.Second, StaleIfError: tt.staleIfError, Observer: staleCounter{&stale}})
+			c := f.cache(t, keystore.CacheOptions{TTL: 30 * time.Second, StaleIfError: tt.staleIfError, Observer: cacheCounter{stale: &stale}})
 			ctx := context.Background()
 			if _, err := c.ClientState(ctx, "locked"); err != nil {
 				t.Fatal(err)
@@ -415,24 +415,24 @@ func TestCacheStaleIfErrorAfterInvalidation(t *testing.T) {
 	}
 }
 
-// missCounter counts cache misses.
-type missCounter struct{ n *atomic.Int32 }
+// cacheCounter is a CacheObserver that counts misses and stale serves
+// into whichever counters are set.
+type cacheCounter struct{ misses, stale *atomic.Int32 }
 
-func (m missCounter) CacheLookup(_ string, hit bool) {
-	if !hit {
-		m.n.Add(1)
+func (c cacheCounter) CacheLookup(_ string, hit bool) {
+	if !hit && c.misses != nil {
+		c.misses.Add(1)
 	}
 }
-func (m missCounter) StaleServed(string)                     {}
-func (m missCounter) Invalidated(string)                     {}
-func (m missCounter) StoreCall(string, time.Duration, error) {}
 
-type staleCounter struct{ n *atomic.Int32 }
+func (c cacheCounter) StaleServed(string) {
+	if c.stale != nil {
+		c.stale.Add(1)
+	}
+}
 
-func (s staleCounter) CacheLookup(string, bool)               {}
-func (s staleCounter) StaleServed(string)                     { s.n.Add(1) }
-func (s staleCounter) Invalidated(string)                     {}
-func (s staleCounter) StoreCall(string, time.Duration, error) {}
+func (cacheCounter) Invalidated(string)                     {}
+func (cacheCounter) StoreCall(string, time.Duration, error) {}
 
 func TestCacheCloseLeaksNothing(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()

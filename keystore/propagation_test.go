@@ -37,7 +37,7 @@ func (c notifyCounter) ChangeEvent(path string) {
 func (notifyCounter) ListenerUp(bool) {}
 
 type flushCounter struct {
-	staleCounter
+	cacheCounter
 	flushes *atomic.Int32
 }
 
