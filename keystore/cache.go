@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,10 @@ type CacheObserver interface {
 	StaleServed(cache string)
 	Invalidated(reason string)
 	StoreCall(op string, d time.Duration, err error)
+	// LeaseChanged reports that the cache's proof of freshness lapsed
+	// (fresh false) or was restored (fresh true); see
+	// CacheOptions.MaxStaleness.
+	LeaseChanged(fresh bool)
 }
 
 // CacheOptions configures a [Cache]. The zero value is ready to use.
@@ -44,10 +49,26 @@ type CacheOptions struct {
 	// memory without bound. When full, new negatives are simply not cached.
 	// Default: 10000.
 	MaxNegative int
+	// MaxStaleness is the staleness bound: cached answers are used only
+	// while the cache can prove it has seen every change up to a moment at
+	// most this old, the start of the last successful read of the change
+	// log (see [Cache.Confirm], which a [Watcher] calls). Past it, every
+	// request asks the store; if the store cannot answer, the request
+	// fails with ErrUnavailable. It must not exceed [StalenessPromise].
+	// Default: StalenessPromise (1s).
+	MaxStaleness time.Duration
+	// NoChangeFeed trusts entries for their whole TTL with no change feed
+	// confirming them, for a Store that has no [Watcher]. It gives up the
+	// one-second promise: a change is seen only when the entries it
+	// affects reach their TTL. Default: false.
+	NoChangeFeed bool
 	// StaleIfError, when positive, lets a client state or verified key up
-	// to TTL+StaleIfError old be served while the store is unavailable.
+	// to TTL+StaleIfError old be served while the store is unavailable,
+	// even when the staleness bound has passed: during a partition, a
+	// revoked key may then be accepted for up to TTL+StaleIfError.
 	// Entries dropped by a change event are never served. Default: 0 (off:
-	// past its TTL an entry is not used when the store fails).
+	// when the store fails, an entry past its TTL or the staleness bound
+	// is not used).
 	StaleIfError time.Duration
 	// FetchTimeout bounds one shared store call; each caller still waits
 	// only as long as its own context allows. Default: 5s.
@@ -59,8 +80,11 @@ type CacheOptions struct {
 	// Now is the clock for freshness and key expiry. Default: time.Now.
 	Now func() time.Time
 	// Observer, when set, receives hits, misses, stale serves,
-	// invalidations and store call timings.
+	// invalidations, store call timings and lease changes.
 	Observer CacheObserver
+	// Logger receives one line when the staleness bound lapses and one
+	// when it is restored. Default: discard.
+	Logger *slog.Logger
 }
 
 // Cache is a [Store] in front of another Store. It caches client states and
@@ -78,6 +102,7 @@ type Cache struct {
 	invalid  *gocache.Cache // tokenKey -> negEntry
 
 	group singleflight.Group
+	lease lease
 
 	// mu orders fills against invalidation: a fill stores its result only
 	// if no invalidation happened since it started (gen unchanged).
@@ -113,6 +138,7 @@ func NewCache(inner Store, opts CacheOptions) (*Cache, error) {
 	for name, d := range map[string]time.Duration{
 		"TTL": opts.TTL, "NegativeTTL": opts.NegativeTTL, "StaleIfError": opts.StaleIfError,
 		"FetchTimeout": opts.FetchTimeout, "CleanupInterval": opts.CleanupInterval,
+		"MaxStaleness": opts.MaxStaleness,
 	} {
 		if d < 0 {
 			return nil, fmt.Errorf("%w: negative %s", ErrInvalidInput, name)
@@ -120,6 +146,15 @@ func NewCache(inner Store, opts CacheOptions) (*Cache, error) {
 	}
 	if opts.MaxNegative < 0 {
 		return nil, fmt.Errorf("%w: negative MaxNegative", ErrInvalidInput)
+	}
+	if opts.MaxStaleness > StalenessPromise {
+		return nil, fmt.Errorf("%w: MaxStaleness %v exceeds the %v promise", ErrInvalidInput, opts.MaxStaleness, StalenessPromise)
+	}
+	if opts.MaxStaleness == 0 {
+		opts.MaxStaleness = StalenessPromise
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.TTL == 0 {
 		opts.TTL = 30 * time.Second
@@ -152,6 +187,10 @@ func NewCache(inner Store, opts CacheOptions) (*Cache, error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	c.lease.bound = opts.MaxStaleness
+	if opts.NoChangeFeed {
+		c.lease.until.Store(1<<63 - 1)
+	}
 	go c.sweep()
 	return c, nil
 }
@@ -163,20 +202,72 @@ func (c *Cache) Close() error {
 	return nil
 }
 
+// sweep drops expired entries, and notices a lapse of the lease even
+// when no request comes.
 func (c *Cache) sweep() {
 	defer close(c.done)
 	t := time.NewTicker(c.opts.CleanupInterval)
 	defer t.Stop()
+	l := time.NewTicker(c.lease.bound / 4)
+	defer l.Stop()
 	for {
 		select {
 		case <-c.stop:
 			return
+		case <-l.C:
+			c.fresh(c.opts.Now())
 		case <-t.C:
 			for _, g := range []*gocache.Cache{c.states, c.unknown, c.verified, c.invalid} {
 				g.DeleteExpired()
 			}
 		}
 	}
+}
+
+// Confirm tells the cache that every change committed before seen (by the
+// cache's clock) has been applied to it, through Apply or Flush; a
+// [Watcher] calls it after each successful read of the change log. Cached
+// answers are used until seen plus MaxStaleness.
+func (c *Cache) Confirm(seen time.Time) {
+	c.lease.confirm(seen)
+	c.fresh(c.opts.Now())
+}
+
+// Fresh returns nil while cached answers may be used, and an error
+// wrapping ErrStale once the staleness bound has passed since the last
+// confirmation (or before the first). Readiness probes use it.
+func (c *Cache) Fresh() error {
+	if c.fresh(c.opts.Now()) {
+		return nil
+	}
+	return ErrStale
+}
+
+// MaxStaleness returns the staleness bound in force.
+func (c *Cache) MaxStaleness() time.Duration { return c.lease.bound }
+
+// fresh reports whether cached answers may be used at now, and reports a
+// lapse or a restoration once each.
+func (c *Cache) fresh(now time.Time) bool {
+	ok := c.lease.valid(now)
+	if ok && !c.lease.lapsed.Load() {
+		return true // the hot path: one clock read by the caller, two atomic loads
+	}
+	lapsed, restored := c.lease.transition(now)
+	switch {
+	case lapsed:
+		c.opts.Logger.Error("change feed not confirmed within the staleness bound: cached decisions unusable, requests go to the store (503 if it does not answer)",
+			"max_staleness", c.lease.bound)
+		if c.opts.Observer != nil {
+			c.opts.Observer.LeaseChanged(false)
+		}
+	case restored:
+		c.opts.Logger.Info("change feed confirmed again: cached decisions usable")
+		if c.opts.Observer != nil {
+			c.opts.Observer.LeaseChanged(true)
+		}
+	}
+	return ok
 }
 
 func (c *Cache) observeLookup(cache string, hit bool) {
@@ -199,16 +290,17 @@ func (c *Cache) ClientState(ctx context.Context, client string) (ClientState, er
 		return ClientState{}, fmt.Errorf("%w: %q", ErrUnknownClient, truncateForMessage(client))
 	}
 	now := c.opts.Now()
+	fresh := c.fresh(now)
 	stale := false
 	if v, ok := c.states.Get(client); ok {
 		e := v.(stateEntry)
-		if now.Sub(e.fetched) < c.opts.TTL {
+		if fresh && now.Sub(e.fetched) < c.opts.TTL {
 			c.observeLookup(CacheClients, true)
 			return e.state, nil
 		}
 		stale = true
 	}
-	if _, ok := c.unknown.Get(client); ok {
+	if _, ok := c.unknown.Get(client); ok && fresh {
 		c.observeLookup(CacheUnknownClients, true)
 		return ClientState{}, fmt.Errorf("%w: %q", ErrUnknownClient, client)
 	}
@@ -261,6 +353,7 @@ func (c *Cache) Verify(ctx context.Context, client string, token Token) (Princip
 	}
 	key := tokenKey(client, token.Digest())
 	now := c.opts.Now()
+	fresh := c.fresh(now)
 	stale := false
 	if v, ok := c.verified.Get(key); ok {
 		e := v.(keyEntry)
@@ -269,13 +362,13 @@ func (c *Cache) Verify(ctx context.Context, client string, token Token) (Princip
 			c.observeLookup(CacheKeys, true)
 			return Principal{}, ErrInvalidToken
 		}
-		if now.Sub(e.fetched) < c.opts.TTL {
+		if fresh && now.Sub(e.fetched) < c.opts.TTL {
 			c.observeLookup(CacheKeys, true)
 			return e.principal, nil
 		}
 		stale = true
 	}
-	if _, ok := c.invalid.Get(key); ok {
+	if _, ok := c.invalid.Get(key); ok && fresh {
 		c.observeLookup(CacheInvalidTokens, true)
 		return Principal{}, ErrInvalidToken
 	}

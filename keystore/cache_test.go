@@ -27,7 +27,7 @@ func cachedHarness(url func(testing.TB) string) storetest.Factory {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
-		w, err := keystore.NewWatcher(h.Admin, c, keystore.WatcherOptions{PollInterval: time.Hour})
+		w, err := keystore.NewWatcher(h.Admin, c, keystore.WatcherOptions{PollInterval: time.Hour, Now: clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,9 +119,12 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{store: h.Admin, spy: &spy{Store: h.Admin}, clock: clock, key: k}
 }
 
+// cache is a cache over the spy with no change feed (its tests are about
+// TTLs and fills); the lease has tests of its own.
 func (f *fixture) cache(t *testing.T, opts keystore.CacheOptions) *keystore.Cache {
 	t.Helper()
 	opts.Now = f.clock.Now
+	opts.NoChangeFeed = true
 	c, err := keystore.NewCache(f.spy, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -424,6 +427,8 @@ func (c cacheCounter) CacheLookup(_ string, hit bool) {
 		c.misses.Add(1)
 	}
 }
+
+func (cacheCounter) LeaseChanged(bool) {}
 
 func (c cacheCounter) StaleServed(string) {
 	if c.stale != nil {

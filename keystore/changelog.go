@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -32,16 +33,78 @@ func (s *SQLStore) ChangesSince(ctx context.Context, after int64, limit int) ([]
 		return nil, err
 	}
 	rows, err := s.db.QueryContext(ctx, s.q(`
-SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0)
+SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0), CAST(created_at AS TEXT), '0'
 FROM llmauth_changes WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, unavailable("changes", err)
 	}
-	return scanChanges(rows)
+	out, _, err := scanChanges(rows)
+	return out, err
+}
+
+// changeWindow is what one poll statement sees of the change log.
+type changeWindow struct {
+	rows   []Change // id > after, oldest first, at most limit
+	anchor *Change  // the row with id == after, when it exists
+	latest *Change  // the newest row; nil when the log is empty
+	// xmax is, on PostgreSQL, the statement snapshot's xmax: every
+	// transaction that took a change id before the statement has a smaller
+	// transaction id. 0 on SQLite.
+	xmax uint64
+}
+
+// snapshotXmax and snapshotXmin are the statement snapshot's bounds on
+// PostgreSQL, as text (xid8); SQLite has no concurrent writers to track.
+func (s *SQLStore) snapshotExpr(bound string) string {
+	if s.dialect == dialectPostgres {
+		return "pg_snapshot_" + bound + "(pg_current_snapshot())::text"
+	}
+	return "'0'"
+}
+
+// changesAfter reads, in one statement, the rows after after (up to limit),
+// the row at after itself, and the newest row: enough to apply what is new
+// and to notice a log whose ids went backwards or whose rows went missing.
+func (s *SQLStore) changesAfter(ctx context.Context, after int64, limit int) (changeWindow, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := s.file.check(); err != nil {
+		return changeWindow{}, err
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(`
+SELECT w.id, w.source, COALESCE(w.llm_client_id, 0), COALESCE(w.api_key_id, 0), CAST(w.created_at AS TEXT), `+s.snapshotExpr("xmax")+`
+FROM (
+  SELECT * FROM (SELECT * FROM llmauth_changes WHERE id >= ? ORDER BY id LIMIT ?) a
+  UNION ALL
+  SELECT * FROM (SELECT * FROM llmauth_changes ORDER BY id DESC LIMIT 1) b
+) w ORDER BY w.id`), after, limit+1)
+	if err != nil {
+		return changeWindow{}, unavailable("changes", err)
+	}
+	all, xmax, err := scanChanges(rows)
+	if err != nil {
+		return changeWindow{}, err
+	}
+	win := changeWindow{xmax: xmax}
+	for i := range all {
+		ch := &all[i]
+		if i > 0 && all[i-1].ID == ch.ID {
+			continue // the newest row, also in the range
+		}
+		switch {
+		case ch.ID == after:
+			win.anchor = ch
+		case ch.ID > after && len(win.rows) < limit:
+			win.rows = append(win.rows, *ch)
+		}
+		win.latest = ch
+	}
+	return win, nil
 }
 
 // PruneChanges deletes change-log rows older than age (by the database's
-// clock) and returns how many went.
+// clock) and returns how many went. The newest row always stays: it is how
+// a watcher tells a quiet log from one whose ids went backwards.
 func (s *SQLStore) PruneChanges(ctx context.Context, age time.Duration) (int64, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
@@ -49,9 +112,11 @@ func (s *SQLStore) PruneChanges(ctx context.Context, age time.Duration) (int64, 
 		return 0, err
 	}
 	secs := int64(age / time.Second)
-	query := `DELETE FROM llmauth_changes WHERE created_at < now() - make_interval(secs => $1)`
+	query := `DELETE FROM llmauth_changes WHERE created_at < now() - make_interval(secs => $1)
+AND id < (SELECT MAX(id) FROM llmauth_changes)`
 	if s.dialect == dialectSQLite {
-		query = `DELETE FROM llmauth_changes WHERE created_at < datetime('now', '-' || ? || ' seconds')`
+		query = `DELETE FROM llmauth_changes WHERE created_at < datetime('now', '-' || ? || ' seconds')
+AND id < (SELECT MAX(id) FROM llmauth_changes)`
 	}
 	res, err := s.db.ExecContext(ctx, query, secs)
 	if err != nil {
@@ -66,40 +131,64 @@ func (s *SQLStore) PruneChanges(ctx context.Context, age time.Duration) (int64, 
 
 // ChangesIn returns the change-log rows with the given ids that exist.
 func (s *SQLStore) ChangesIn(ctx context.Context, ids []int64) ([]Change, error) {
+	rows, _, err := s.holesIn(ctx, ids)
+	return rows, err
+}
+
+// holesIn returns the change-log rows with the given ids that exist and,
+// on PostgreSQL, the statement snapshot's xmin: every transaction with a
+// smaller id has ended, so a hole it held that is still missing was rolled
+// back.
+func (s *SQLStore) holesIn(ctx context.Context, ids []int64) ([]Change, uint64, error) {
 	if len(ids) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	if err := s.file.check(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	query, args, err := sqlx.In(`
-SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0)
-FROM llmauth_changes WHERE id IN (?) ORDER BY id`, ids)
+SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0), CAST(created_at AS TEXT), `+s.snapshotExpr("xmin")+`
+FROM llmauth_changes WHERE id IN (?)
+UNION ALL SELECT 0, '', 0, 0, '', `+s.snapshotExpr("xmin")+`
+ORDER BY 1`, ids)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: changes: %w", err)
+		return nil, 0, fmt.Errorf("keystore: changes: %w", err)
 	}
 	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
-		return nil, unavailable("changes", err)
+		return nil, 0, unavailable("changes", err)
 	}
-	return scanChanges(rows)
+	out, xmin, err := scanChanges(rows)
+	if len(out) > 0 && out[0].ID == 0 {
+		out = out[1:] // the row that carries the snapshot alone
+	}
+	return out, xmin, err
 }
 
-// scanChanges reads change-log rows and closes them.
-func scanChanges(rows *sql.Rows) ([]Change, error) {
+// scanChanges reads change-log rows and closes them, returning the snapshot
+// bound each row carries in its last column.
+func scanChanges(rows *sql.Rows) ([]Change, uint64, error) {
 	defer rows.Close()
 	var out []Change
+	var bound string
 	for rows.Next() {
 		var c Change
-		if err := rows.Scan(&c.ID, &c.Source, &c.ClientID, &c.KeyID); err != nil {
-			return nil, unavailable("changes", err)
+		if err := rows.Scan(&c.ID, &c.Source, &c.ClientID, &c.KeyID, &c.stamp, &bound); err != nil {
+			return nil, 0, unavailable("changes", err)
 		}
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, unavailable("changes", err)
+		return nil, 0, unavailable("changes", err)
 	}
-	return out, nil
+	var xid uint64
+	if bound != "" {
+		var err error
+		if xid, err = strconv.ParseUint(bound, 10, 64); err != nil {
+			return nil, 0, unavailable("changes", fmt.Errorf("snapshot bound %q: %w", bound, err))
+		}
+	}
+	return out, xid, nil
 }

@@ -120,4 +120,8 @@ type Change struct {
 	Source   string // "client", "key", "link" or "flush"
 	ClientID int64  // 0 when none
 	KeyID    int64  // 0 when none
+
+	// stamp is the row's created_at as the database prints it: with the
+	// id, it tells a row the watcher saw from one that replaced it.
+	stamp string
 }

@@ -22,6 +22,45 @@ type Invalidator interface {
 	Apply(changes []Change)
 	// Flush drops everything: changes may have been missed.
 	Flush()
+	// Confirm records that every change committed before seen has been
+	// applied (see [Cache.Confirm]).
+	Confirm(seen time.Time)
+}
+
+// FlushReason says why a [Watcher] dropped a whole cache.
+type FlushReason string
+
+// The reasons a watcher flushes: each is a moment it could not prove that
+// it had seen every change.
+const (
+	// FlushListenerReconnect: the LISTEN connection was re-established;
+	// notifications sent meanwhile are lost.
+	FlushListenerReconnect FlushReason = "listener_reconnect"
+	// FlushUnreadableNotification: a notification's payload did not parse.
+	FlushUnreadableNotification FlushReason = "unreadable_notification"
+	// FlushIDsBackwards: the newest change id is below the highest one
+	// seen (TRUNCATE … RESTART IDENTITY, an older backup restored, a
+	// failover to a lagging replica).
+	FlushIDsBackwards FlushReason = "ids_backwards"
+	// FlushRowsMissing: the last row seen is gone or is another row (the
+	// log was cleared or rewritten), though newer ids exist.
+	FlushRowsMissing FlushReason = "rows_missing"
+	// FlushHoleExpired: a missing change id stayed missing for Retention;
+	// a change committed later than that would be lost.
+	FlushHoleExpired FlushReason = "hole_expired"
+	// FlushBacklog: more missing ids than the watcher tracks.
+	FlushBacklog FlushReason = "backlog"
+	// FlushRecovered: the change log could not be read for so long that
+	// rows may have been pruned unseen.
+	FlushRecovered FlushReason = "recovered"
+	// FlushDatabaseReplaced: the SQLite file was replaced under the store.
+	FlushDatabaseReplaced FlushReason = "database_replaced"
+)
+
+// FlushReasons lists every FlushReason, for metrics that start at zero.
+var FlushReasons = []FlushReason{
+	FlushListenerReconnect, FlushUnreadableNotification, FlushIDsBackwards, FlushRowsMissing,
+	FlushHoleExpired, FlushBacklog, FlushRecovered, FlushDatabaseReplaced,
 }
 
 // WatcherObserver receives the watcher's events; metrics.Metrics implements
@@ -29,6 +68,8 @@ type Invalidator interface {
 type WatcherObserver interface {
 	ChangeEvent(path string)
 	ListenerUp(up bool)
+	// Flushed counts one flush of the whole cache, by reason.
+	Flushed(reason string)
 }
 
 // WatcherOptions configures a [Watcher]. The zero value polls only.
@@ -38,24 +79,42 @@ type WatcherOptions struct {
 	// milliseconds. Leave it empty on SQLite.
 	PostgresURL string
 	// PollInterval is how often the change log is polled: the bound on
-	// staleness when notifications are lost or unavailable. Default: 500ms.
+	// staleness when notifications are lost or unavailable, and how often
+	// the cache's freshness is confirmed. Keep it well below the sink's
+	// staleness bound (see [CacheOptions.MaxStaleness]), or cached answers
+	// lapse between polls and requests go to the store.
+	// Default: 500ms, or half the bound if that is shorter.
 	PollInterval time.Duration
-	// Retention is how long change-log rows are kept, and how long a hole in
-	// the change ids (on PostgreSQL, a transaction that took an id and has
-	// not committed yet, or one that rolled back) is looked for again on
-	// every poll. Default: 10m.
+	// PollTimeout bounds one poll, so that a hung connection cannot keep
+	// the poller waiting while the staleness bound passes. It must be
+	// shorter than the bound. Default: 3/4 of the sink's staleness bound
+	// (750ms with the default 1s).
+	PollTimeout time.Duration
+	// Retention is how long change-log rows are kept, and how long a hole
+	// in the change ids (on PostgreSQL, a transaction that took an id and
+	// has not committed yet, or one that rolled back) is looked for on
+	// every poll; a hole still missing after Retention flushes the cache.
+	// Default: 10m.
 	Retention time.Duration
-	// Logger receives connection events. Default: discard.
+	// Now is the clock of freshness confirmations; it must be the sink's
+	// clock (see [CacheOptions.Now]). Default: time.Now.
+	Now func() time.Time
+	// Logger receives connection events, flushes and poll failures.
+	// Default: discard.
 	Logger *slog.Logger
-	// Observer, when set, counts events by path and the listener's state.
+	// Observer, when set, counts events by path, flushes by reason and the
+	// listener's state.
 	Observer WatcherObserver
 }
 
-// Watcher turns database changes into cache invalidations. On PostgreSQL it
-// listens for the triggers' notifications and flushes everything when the
-// listener reconnects (notifications sent meanwhile are lost); on every
-// database it also polls the change log, which covers SQLite, lost
-// notifications and reconnects.
+// Watcher turns database changes into cache invalidations and confirms the
+// cache's freshness. On PostgreSQL it listens for the triggers'
+// notifications; on every database it polls the change log, which covers
+// SQLite, lost notifications and reconnects, and proves after each
+// successful read that every change up to the read's start has been
+// applied. Whenever it cannot prove it saw everything (a reconnect, ids
+// going backwards, rows missing, a hole outliving Retention) it flushes the
+// cache, counted by [FlushReason].
 type Watcher struct {
 	store *SQLStore
 	sink  Invalidator
@@ -68,62 +127,83 @@ type Watcher struct {
 	polling sync.Mutex
 
 	mu        sync.Mutex
-	high      int64               // every id <= high was applied or is in holes
-	holes     map[int64]time.Time // ids below high not seen yet, and since when
-	notified  map[int64]bool      // ids above high applied from notifications
-	failing   bool                // the last poll failed
+	pos       changePosition
+	failing   time.Time // when polls started failing; zero while they succeed
 	lastPrune time.Time
 
-	listener *pq.Listener
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	started   bool
+	closeOnce sync.Once
+	closeErr  error
+	listener  *pq.Listener
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // NewWatcher builds a watcher over store's change log that feeds sink.
+// It fails with ErrInvalidInput on a negative duration, a PostgresURL on
+// SQLite, or a PollInterval or PollTimeout not shorter than the sink's
+// staleness bound.
 func NewWatcher(store *SQLStore, sink Invalidator, opts WatcherOptions) (*Watcher, error) {
 	if store == nil || sink == nil {
 		return nil, fmt.Errorf("%w: watcher needs a store and a sink", ErrInvalidInput)
 	}
-	if opts.PollInterval < 0 || opts.Retention < 0 {
+	if opts.PollInterval < 0 || opts.Retention < 0 || opts.PollTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative watcher interval", ErrInvalidInput)
 	}
 	if opts.PostgresURL != "" && !store.IsPostgres() {
 		return nil, fmt.Errorf("%w: PostgresURL set for a SQLite store", ErrInvalidInput)
 	}
+	bound := StalenessPromise
+	if b, ok := sink.(interface{ MaxStaleness() time.Duration }); ok {
+		bound = b.MaxStaleness()
+	}
 	if opts.PollInterval == 0 {
-		opts.PollInterval = 500 * time.Millisecond
+		opts.PollInterval = min(500*time.Millisecond, bound/2)
+	}
+	if opts.PollTimeout == 0 {
+		opts.PollTimeout = bound * 3 / 4
+	}
+	if opts.PollTimeout >= bound {
+		return nil, fmt.Errorf("%w: PollTimeout %v must be shorter than the staleness bound %v", ErrInvalidInput, opts.PollTimeout, bound)
 	}
 	if opts.Retention == 0 {
 		opts.Retention = 10 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Watcher{store: store, sink: sink, opts: opts, log: log, holes: map[int64]time.Time{}, notified: map[int64]bool{}}, nil
+	return &Watcher{store: store, sink: sink, opts: opts, log: log, pos: newChangePosition(opts.Retention)}, nil
 }
 
-// Start reads the change log's position and starts the poller and, on
-// PostgreSQL, the listener, which connects in the background (polling
-// covers the meantime). It fails only if the database does not answer.
-// Close stops both.
+// Start reads the change log's position, confirms the sink's freshness,
+// and starts the poller and, on PostgreSQL, the listener, which connects in
+// the background (polling covers the meantime). It fails if the database
+// does not answer, or if the watcher was started before. Close stops both.
 func (w *Watcher) Start(ctx context.Context) error {
-	latest, err := w.store.LatestChange(ctx)
-	if err != nil {
-		return err
-	}
-	holes, err := w.startHoles(ctx, latest)
-	if err != nil {
-		return err
-	}
-	// Polling starts after the newest visible id, and looks again for the
-	// missing ids below it: on PostgreSQL a transaction may have taken one
-	// before this moment and commit after it.
 	w.mu.Lock()
-	w.high = latest
-	w.holes = holes
+	if w.started {
+		w.mu.Unlock()
+		return fmt.Errorf("%w: watcher already started", ErrInvalidInput)
+	}
+	w.started = true
+	w.mu.Unlock()
+	seen := w.opts.Now()
+	if err := w.reposition(ctx); err != nil {
+		w.mu.Lock()
+		w.started = false
+		w.mu.Unlock()
+		return err
+	}
+	w.mu.Lock()
 	w.lastPrune = time.Now()
 	w.mu.Unlock()
+	// Nothing is cached from before this moment that the sink must drop:
+	// what it holds was read after seen or is dropped by what polls find.
+	w.sink.Confirm(seen)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.cancel = cancel
@@ -137,52 +217,57 @@ func (w *Watcher) Start(ctx context.Context) error {
 	return nil
 }
 
-// startWindow is how far below the newest change id Start looks for ids
-// that are missing.
+// startWindow is how far below the newest change id the watcher looks for
+// ids that are missing when it takes its position.
 const startWindow = 1000
 
-// startHoles finds the ids missing among the newest startWindow changes on
-// PostgreSQL, above the oldest one present (ids below it are pruned, not
-// pending). Each is a transaction still open, or one rolled back: it is
-// looked for on every poll, and a notification for it is applied, for
-// Retention. SQLite hands out ids at commit, so it has none.
-func (w *Watcher) startHoles(ctx context.Context, latest int64) (map[int64]time.Time, error) {
-	holes := map[int64]time.Time{}
-	if !w.store.IsPostgres() || latest <= 1 {
-		return holes, nil
+// reposition places the watcher after the newest change, remembering as
+// holes the ids missing among the newest startWindow on PostgreSQL (above
+// the oldest one present: ids below it are pruned, not pending). Each is a
+// transaction still open, or one rolled back. SQLite hands out ids at
+// commit, so it has none.
+func (w *Watcher) reposition(ctx context.Context) error {
+	win, err := w.store.changesAfter(ctx, 1<<63-1, 1)
+	if err != nil {
+		return err
 	}
-	rows, err := w.store.ChangesSince(ctx, max(0, latest-startWindow), startWindow)
-	if err != nil || len(rows) == 0 {
-		return holes, err
-	}
-	now := time.Now()
-	next := rows[0].ID + 1
-	for _, r := range rows[1:] {
-		if r.ID > latest {
-			break // committed since: polling reads it
+	var rows []Change
+	if w.store.IsPostgres() && win.latest != nil && win.latest.ID > 1 {
+		rows, err = w.store.ChangesSince(ctx, max(0, win.latest.ID-startWindow), startWindow)
+		if err != nil {
+			return err
 		}
-		for ; next < r.ID; next++ {
-			holes[next] = now
-		}
-		next = r.ID + 1
 	}
-	return holes, nil
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pos.reset(win.latest, rows, win.xmax, time.Now())
+	return nil
 }
 
-// Close stops the watcher and waits for its goroutines.
+// Close stops the watcher and waits for its goroutines. Closing twice, or
+// a watcher never started, is fine.
 func (w *Watcher) Close() error {
-	if w.cancel != nil {
-		w.cancel()
+	w.closeOnce.Do(func() {
+		if w.cancel != nil {
+			w.cancel()
+		}
+		if w.listener != nil {
+			w.closeErr = w.listener.Close()
+		}
+		w.wg.Wait()
+		if w.opts.Observer != nil && w.listener != nil {
+			w.opts.Observer.ListenerUp(false)
+		}
+	})
+	return w.closeErr
+}
+
+// flush drops the whole cache and counts why.
+func (w *Watcher) flush(reason FlushReason) {
+	w.sink.Flush()
+	if w.opts.Observer != nil {
+		w.opts.Observer.Flushed(string(reason))
 	}
-	var err error
-	if w.listener != nil {
-		err = w.listener.Close()
-	}
-	w.wg.Wait()
-	if w.opts.Observer != nil && w.listener != nil {
-		w.opts.Observer.ListenerUp(false)
-	}
-	return err
 }
 
 func (w *Watcher) listenerEvent(ev pq.ListenerEventType, err error) {
@@ -230,25 +315,22 @@ func (w *Watcher) listen(ctx context.Context) {
 			if n == nil {
 				// lib/pq's signal that the connection was re-established:
 				// whatever was notified meanwhile is gone.
-				w.log.Info("change listener reconnected; flushing the cache")
-				w.sink.Flush()
+				w.log.Warn("change listener reconnected; flushing the cache (notifications sent meanwhile are lost)")
+				w.flush(FlushListenerReconnect)
 				continue
 			}
 			ch, err := parseNotification(n.Extra)
 			if err != nil {
 				w.log.Warn("unreadable change notification; flushing the cache", "err", err)
-				w.sink.Flush()
+				w.flush(FlushUnreadableNotification)
 				continue
 			}
-			if w.unapplied(ch.ID) {
-				// Applied before it is noted: a poll that finds it noted
-				// knows it is applied. (A poll in between applies it too,
-				// which is harmless.)
-				w.sink.Apply([]Change{ch})
-				w.noteNotified(ch.ID)
-				if w.opts.Observer != nil {
-					w.opts.Observer.ChangeEvent("notify")
-				}
+			// Every notification is applied, whatever its id: invalidation
+			// is idempotent, and an id below the poller's position may be
+			// a late commit or a log whose ids went backwards.
+			w.sink.Apply([]Change{ch})
+			if w.opts.Observer != nil {
+				w.opts.Observer.ChangeEvent("notify")
 			}
 		case <-ping.C:
 			// Finds a dead connection that TCP has not yet reported; lib/pq
@@ -256,32 +338,6 @@ func (w *Watcher) listen(ctx context.Context) {
 			_ = w.listener.Ping()
 		}
 	}
-}
-
-// unapplied reports whether a notified change id still needs applying.
-// Every notification is applied unless polling already applied that id: an
-// id below the poller's position may belong to a transaction that
-// committed late, a hole.
-func (w *Watcher) unapplied(id int64) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if id > w.high {
-		return !w.notified[id]
-	}
-	_, hole := w.holes[id]
-	return hole
-}
-
-// noteNotified records that a notified change id has been applied, so that
-// polling does not apply it again.
-func (w *Watcher) noteNotified(id int64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if id > w.high {
-		w.notified[id] = true
-		return
-	}
-	delete(w.holes, id)
 }
 
 func parseNotification(payload string) (Change, error) {
@@ -319,51 +375,72 @@ func (w *Watcher) pollLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := w.Poll(ctx); err != nil && ctx.Err() == nil {
+			pctx, cancel := context.WithTimeout(ctx, w.opts.PollTimeout)
+			err := w.Poll(pctx)
+			cancel()
+			if err != nil && ctx.Err() == nil {
 				w.log.Debug("change poll failed", "err", err)
 			}
 		}
 	}
 }
 
-// maxHoles bounds the ids remembered as missing; past it the cache is
-// flushed and the holes forgotten.
-const maxHoles = 10000
+// recoveryFlushAfter is the share of Retention after which a watcher that
+// could not read the change log flushes when it can again: rows it has not
+// seen may have been pruned by then.
+const recoveryFlushAfter = 2
 
 // Poll reads the change log once and applies what is new: every row after
 // the last one seen, and any row that filled a hole (a PostgreSQL
 // transaction that committed after a later id became visible). It reads
-// until it has caught up. The poller calls it every PollInterval; tests and
-// tools may call it to catch up at once: when it returns nil, every change
-// committed before the call, and every change notified before it, has
-// been applied.
+// until it has caught up, flushes instead where it cannot prove it saw
+// every change, and then confirms the sink's freshness as of the moment it
+// started. The poller calls it every PollInterval with PollTimeout; tests
+// and tools may call it to catch up at once: when it returns nil, every
+// change committed before the call, and every change notified before it,
+// has been applied.
 func (w *Watcher) Poll(ctx context.Context) error {
 	w.polling.Lock()
 	defer w.polling.Unlock()
-	fresh, flush, err := w.read(ctx)
-	w.mu.Lock()
-	recovered := w.failing && err == nil
-	replaced := !w.failing && errors.Is(err, ErrDatabaseReplaced)
-	w.failing = err != nil
+	seen := w.opts.Now()
+	fresh, reason, err := w.read(ctx)
 	now := time.Now()
+	w.mu.Lock()
+	wasFailing := w.failing
+	switch {
+	case err != nil && wasFailing.IsZero():
+		w.failing = now
+	case err == nil:
+		w.failing = time.Time{}
+	}
 	prune := err == nil && now.Sub(w.lastPrune) > time.Minute
 	if prune {
 		w.lastPrune = now
 	}
 	w.mu.Unlock()
-	if replaced {
+	if errors.Is(err, ErrDatabaseReplaced) {
 		// Unlike an outage, what the cache holds came from a database
 		// that is gone: drop it, so that every decision fails closed.
-		w.sink.Flush()
-	}
-	if err != nil {
+		if wasFailing.IsZero() {
+			w.flush(FlushDatabaseReplaced)
+		}
 		return err
 	}
-
-	if recovered || flush {
-		// After an outage, or a backlog too large to track, whatever was
-		// decided meanwhile is suspect.
-		w.sink.Flush()
+	if err != nil {
+		if wasFailing.IsZero() {
+			w.log.Warn("cannot read the change log; cached decisions stop being used at the staleness bound", "err", err)
+		}
+		return err
+	}
+	if !wasFailing.IsZero() {
+		w.log.Info("change log readable again", "after", now.Sub(wasFailing).Round(time.Millisecond))
+		if reason == "" && now.Sub(wasFailing) > w.opts.Retention/recoveryFlushAfter {
+			reason = FlushRecovered
+		}
+	}
+	if reason != "" {
+		w.log.Warn("flushing the cache: cannot prove every change was seen", "reason", string(reason))
+		w.flush(reason)
 	} else if len(fresh) > 0 {
 		w.sink.Apply(fresh)
 	}
@@ -372,6 +449,7 @@ func (w *Watcher) Poll(ctx context.Context) error {
 			w.opts.Observer.ChangeEvent("poll")
 		}
 	}
+	w.sink.Confirm(seen)
 	if prune {
 		if _, err := w.store.PruneChanges(ctx, w.opts.Retention); err != nil {
 			w.log.Debug("change log prune failed", "err", err)
@@ -380,70 +458,56 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	return nil
 }
 
+// pollBatch is how many change-log rows one statement reads.
+const pollBatch = 1000
+
 // read fetches the new rows and the rows of holes, updating the position.
-func (w *Watcher) read(ctx context.Context) (fresh []Change, flush bool, err error) {
-	const batch = 1000
+// A non-empty reason means the cache must be flushed: the position has
+// then been taken anew.
+func (w *Watcher) read(ctx context.Context) (fresh []Change, reason FlushReason, err error) {
 	for {
 		w.mu.Lock()
-		after := w.high
+		after := w.pos.high
 		w.mu.Unlock()
-		rows, err := w.store.ChangesSince(ctx, after, batch)
+		win, err := w.store.changesAfter(ctx, after, pollBatch)
 		if err != nil {
-			return nil, false, err
+			return nil, "", err
 		}
-		now := time.Now()
 		w.mu.Lock()
-		for _, ch := range rows {
-			for id := w.high + 1; id < ch.ID; id++ {
-				if len(w.holes) >= maxHoles {
-					flush = true
-					clear(w.holes)
-					break
-				}
-				w.holes[id] = now
-			}
-			w.high = ch.ID
-			if w.notified[ch.ID] {
-				delete(w.notified, ch.ID)
-				continue
-			}
-			fresh = append(fresh, ch)
-		}
+		rows, r := w.pos.advance(win, w.store.IsPostgres(), time.Now())
 		w.mu.Unlock()
-		if len(rows) < batch {
+		if r == FlushIDsBackwards || r == FlushRowsMissing {
+			// Take the position anew before the flush, so that a change
+			// committed after the flush is beyond it.
+			if err := w.reposition(ctx); err != nil {
+				return nil, "", err
+			}
+			return nil, r, nil
+		}
+		if r != "" {
+			reason = r
+		}
+		fresh = append(fresh, rows...)
+		if len(win.rows) < pollBatch {
 			break
 		}
 	}
 
 	w.mu.Lock()
-	var look []int64
-	for id, since := range w.holes {
-		if time.Since(since) > w.opts.Retention {
-			delete(w.holes, id) // a rolled-back id, or pruned
-			continue
-		}
-		look = append(look, id)
-	}
-	for id := range w.notified {
-		if id <= w.high {
-			delete(w.notified, id)
-		}
-	}
+	look, expired := w.pos.pending(time.Now())
 	w.mu.Unlock()
-	if len(look) == 0 {
-		return fresh, flush, nil
+	if expired && reason == "" {
+		reason = FlushHoleExpired
 	}
-	late, err := w.store.ChangesIn(ctx, look)
+	if len(look) == 0 {
+		return fresh, reason, nil
+	}
+	late, xmin, err := w.store.holesIn(ctx, look)
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	w.mu.Lock()
-	for _, ch := range late {
-		if _, ok := w.holes[ch.ID]; ok {
-			delete(w.holes, ch.ID)
-			fresh = append(fresh, ch)
-		}
-	}
+	fresh = append(fresh, w.pos.filled(late, xmin)...)
 	w.mu.Unlock()
-	return fresh, flush, nil
+	return fresh, reason, nil
 }

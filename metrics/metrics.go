@@ -81,6 +81,9 @@ type Metrics struct {
 	storeErrors   *prometheus.CounterVec
 	changeEvents  *prometheus.CounterVec
 	listenerUp    prometheus.Gauge
+	feedFlushes   *prometheus.CounterVec
+	leaseFresh    prometheus.Gauge
+	leaseLapses   prometheus.Counter
 	usageFlushes  *prometheus.CounterVec
 	usageKeys     prometheus.Counter
 	usageDropped  prometheus.Counter
@@ -160,6 +163,24 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 			Name:      "listener_up",
 			Help:      "Whether the change listener is connected to the key store (1) or not (0).",
 		}),
+		feedFlushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "change",
+			Name:      "flushes_total",
+			Help:      "Whole-cache flushes because the change feed could not prove every change was seen, by reason.",
+		}, []string{"reason"}),
+		leaseFresh: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns,
+			Subsystem: "cache",
+			Name:      "fresh",
+			Help:      "Whether the cache has proof, within the staleness bound, that it has seen every change (1) or not (0: every decision goes to the key store).",
+		}),
+		leaseLapses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: "cache",
+			Name:      "lease_lapses_total",
+			Help:      "Times the cache's proof of freshness ran out (the change log was not read within the staleness bound).",
+		}),
 		usageFlushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns,
 			Subsystem: "usage",
@@ -185,6 +206,10 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 	m.changeEvents.WithLabelValues("notify")
 	m.changeEvents.WithLabelValues("poll")
 	m.usageFlushes.WithLabelValues("ok")
+	for _, r := range FlushReasons {
+		m.feedFlushes.WithLabelValues(r)
+	}
+	m.leaseFresh.Set(1)
 	m.usageFlushes.WithLabelValues("error")
 	// The request family shows from the first scrape, before any request:
 	// the placeholder's series start at zero, so rate() works from the
@@ -206,6 +231,9 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 		{"store_errors_total", m.storeErrors},
 		{"change_events_total", m.changeEvents},
 		{"change_listener_up", m.listenerUp},
+		{"change_flushes_total", m.feedFlushes},
+		{"cache_fresh", m.leaseFresh},
+		{"cache_lease_lapses_total", m.leaseLapses},
 		{"usage_flushes_total", m.usageFlushes},
 		{"usage_keys_written_total", m.usageKeys},
 		{"usage_dropped_total", m.usageDropped},
@@ -316,6 +344,36 @@ func (m *Metrics) ListenerUp(up bool) {
 	} else {
 		m.listenerUp.Set(0)
 	}
+}
+
+// FlushReasons are the reason label values of llmauth_change_flushes_total,
+// each the name of a keystore.FlushReason; their series start at zero.
+var FlushReasons = []string{
+	"listener_reconnect", "unreadable_notification", "ids_backwards", "rows_missing",
+	"hole_expired", "backlog", "recovered", "database_replaced",
+}
+
+// Flushed counts one whole-cache flush in llmauth_change_flushes_total.
+// reason is one of FlushReasons (a fixed string chosen by the code).
+func (m *Metrics) Flushed(reason string) {
+	if m == nil {
+		return
+	}
+	m.feedFlushes.WithLabelValues(reason).Inc()
+}
+
+// LeaseChanged sets llmauth_cache_fresh, and counts a lapse in
+// llmauth_cache_lease_lapses_total when fresh is false.
+func (m *Metrics) LeaseChanged(fresh bool) {
+	if m == nil {
+		return
+	}
+	if fresh {
+		m.leaseFresh.Set(1)
+		return
+	}
+	m.leaseFresh.Set(0)
+	m.leaseLapses.Inc()
 }
 
 // UsageFlushed records one flush of buffered key usage: it counts the flush
