@@ -59,7 +59,7 @@ func TestHelp(t *testing.T) {
 	}
 	// Each command's help lists its own flags.
 	for args, flags := range map[string][]string{
-		"serve":        {"--addr", "--cache-ttl", "--stale-if-error", "--poll-interval", "--usage-flush-interval", "--log-level", "--log-format", "--trusted-proxy", "--database-url", "X-Forwarded-For"},
+		"serve":        {"--addr", "--cache-ttl", "--stale-if-error", "--max-staleness", "--poll-interval", "--usage-flush-interval", "--log-level", "--log-format", "--trusted-proxy", "--database-url", "X-Forwarded-For"},
 		"keys create":  {"--client", "--name", "--expires", "--json", "--database-url"},
 		"keys list":    {"--client", "--json", "last_used_at"},
 		"keys rotate":  {"--grace", "--json"},

@@ -8,6 +8,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/llmauth/llmauth/keystore"
 )
 
 // options holds the values of every flag of every command. Each command
@@ -19,6 +21,7 @@ type options struct {
 	addr               string
 	cacheTTL           time.Duration
 	staleIfError       time.Duration
+	maxStaleness       time.Duration
 	pollInterval       time.Duration
 	usageFlushInterval time.Duration
 	logLevel           string
@@ -38,6 +41,7 @@ func defaultOptions() options {
 	return options{
 		addr:               "127.0.0.1:8080",
 		cacheTTL:           30 * time.Second,
+		maxStaleness:       keystore.StalenessPromise,
 		pollInterval:       500 * time.Millisecond,
 		usageFlushInterval: 5 * time.Second,
 		logLevel:           "info",
@@ -56,7 +60,8 @@ func (o *options) registerDatabase(fs *flag.FlagSet) {
 func (o *options) registerServe(fs *flag.FlagSet) {
 	fs.StringVar(&o.addr, "addr", o.addr, "listen on `HOST:PORT` (port 0 picks a free port; the log line \"listening on\" shows it)")
 	fs.DurationVar(&o.cacheTTL, "cache-ttl", o.cacheTTL, "trust a cached client state or verified key for `DURATION` without asking the database; a change ends it early")
-	fs.DurationVar(&o.staleIfError, "stale-if-error", o.staleIfError, "while the database is down, serve cached decisions up to `DURATION` past --cache-ttl (0: never)")
+	fs.DurationVar(&o.staleIfError, "stale-if-error", o.staleIfError, "while the database is down or cut off, serve cached decisions up to `DURATION` past --cache-ttl, giving up the one-second bound on changes (0: never)")
+	fs.DurationVar(&o.maxStaleness, "max-staleness", o.maxStaleness, "answer from the cache only while the change log was read successfully within `DURATION` (at most 1s); past it, ask the database or answer 503")
 	fs.DurationVar(&o.pollInterval, "poll-interval", o.pollInterval, "poll the change log every `DURATION`: the bound on propagation when PostgreSQL notifications are unavailable, and the only path on SQLite")
 	fs.DurationVar(&o.usageFlushInterval, "usage-flush-interval", o.usageFlushInterval, "write keys' last_used_at every `DURATION` (and once more at shutdown)")
 	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log `LEVEL`: debug, info, warn or error")

@@ -34,7 +34,7 @@ type pinger interface {
 type routerConfig struct {
 	// auth is the llmauth middleware in front of /v1/clients/:client.
 	auth echo.MiddlewareFunc
-	// db answers /readyz.
+	// db answers /readyz: nil while ready.
 	db pinger
 	// registry is exposed on /metrics.
 	registry *prometheus.Registry
@@ -119,14 +119,14 @@ func requestLogger(log *slog.Logger) echo.MiddlewareFunc {
 	}
 }
 
-// readyz answers 200 while the database answers within a second, 503
-// otherwise.
+// readyz answers 200 while the database answers within a second and the
+// cache's freshness is confirmed, 503 otherwise.
 func readyz(db pinger, log *slog.Logger) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), time.Second)
 		defer cancel()
 		if err := db.Ping(ctx); err != nil {
-			log.Warn("not ready: database does not answer", "err", err)
+			log.Warn("not ready", "err", err)
 			h := c.Response().Header()
 			h.Set(echo.HeaderRetryAfter, "1")
 			h.Set(echo.HeaderCacheControl, "no-store")

@@ -100,12 +100,19 @@ func (o *options) validateServe() error {
 	}{
 		{"--cache-ttl", o.cacheTTL, false},
 		{"--stale-if-error", o.staleIfError, true},
+		{"--max-staleness", o.maxStaleness, false},
 		{"--poll-interval", o.pollInterval, false},
 		{"--usage-flush-interval", o.usageFlushInterval, false},
 	} {
 		if d.v < 0 || (d.v == 0 && !d.zeroOK) {
 			return usagef("serve: %s must be a positive duration, got %s", d.name, d.v)
 		}
+	}
+	if o.maxStaleness > keystore.StalenessPromise {
+		return usagef("serve: --max-staleness %s exceeds the %s bound on changes", o.maxStaleness, keystore.StalenessPromise)
+	}
+	if o.pollInterval >= o.maxStaleness {
+		return usagef("serve: --poll-interval %s must be shorter than --max-staleness %s", o.pollInterval, o.maxStaleness)
 	}
 	if _, err := parseLogLevel(o.logLevel); err != nil {
 		return err
@@ -260,7 +267,10 @@ func serve(ctx context.Context, a *app, _ []string) error {
 		return err
 	}
 
-	cache, err := keystore.NewCache(store, keystore.CacheOptions{TTL: o.cacheTTL, StaleIfError: o.staleIfError, Observer: m})
+	cache, err := keystore.NewCache(store, keystore.CacheOptions{
+		TTL: o.cacheTTL, StaleIfError: o.staleIfError, MaxStaleness: o.maxStaleness,
+		Observer: m, Logger: logger,
+	})
 	if err != nil {
 		return err
 	}
@@ -291,7 +301,7 @@ func serve(ctx context.Context, a *app, _ []string) error {
 	if err != nil {
 		return err
 	}
-	router := newRouter(routerConfig{auth: auth, db: store, registry: reg, logger: logger, ipExtractor: o.ipExtractor()})
+	router := newRouter(routerConfig{auth: auth, db: readiness{store: store, cache: cache}, registry: reg, logger: logger, ipExtractor: o.ipExtractor()})
 
 	srv := &http.Server{
 		Handler:           router,
@@ -331,6 +341,20 @@ func serve(ctx context.Context, a *app, _ []string) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// readiness is /readyz's check: the database answers, and the cache has
+// proof within the staleness bound that it has seen every change.
+type readiness struct {
+	store *keystore.SQLStore
+	cache *keystore.Cache
+}
+
+func (r readiness) Ping(ctx context.Context) error {
+	if err := r.cache.Fresh(); err != nil {
+		return err
+	}
+	return r.store.Ping(ctx)
 }
 
 // seedDemo creates the demo clients when the database has no client at
