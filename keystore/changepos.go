@@ -79,7 +79,14 @@ func (p *changePosition) advance(win changeWindow, postgres bool, now time.Time)
 			// gap is rows deleted before they were seen.
 			reason = FlushRowsMissing
 		}
-		for id := p.high + 1; id < ch.ID && postgres; id++ {
+		from := p.high + 1
+		if p.high == 0 {
+			// The first row after an empty log: ids far below it were
+			// pruned or cleared, not pending; the nearest may be open
+			// transactions (resolved at the next look if not).
+			from = max(1, ch.ID-startWindow)
+		}
+		for id := from; id < ch.ID && postgres; id++ {
 			if len(p.holes) >= maxHoles {
 				reason = FlushBacklog
 				clear(p.holes)
