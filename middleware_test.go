@@ -608,3 +608,15 @@ func checkQueryLabels(t *testing.T, expr string, exported map[string]map[string]
 		}
 	}
 }
+
+// TestFlushReasonsInStep: every reason a watcher flushes for has a series
+// that starts at zero.
+func TestFlushReasonsInStep(t *testing.T) {
+	var want []string
+	for _, r := range keystore.FlushReasons {
+		want = append(want, string(r))
+	}
+	if !slices.Equal(metrics.FlushReasons, want) {
+		t.Fatalf("metrics.FlushReasons = %q, keystore.FlushReasons = %q", metrics.FlushReasons, want)
+	}
+}

@@ -24,7 +24,10 @@ type UsageOptions struct {
 	// FlushInterval is how often pending uses are written: last_used_at is
 	// accurate to within it. Default: 5s.
 	FlushInterval time.Duration
-	// FlushTimeout bounds one write. Default: 5s.
+	// FlushTimeout bounds one write. Default: 12s, the SQL store's own
+	// bound on a write to SQLite with the default QueryTimeout (2s plus
+	// [SQLiteBusyTimeout]), so that a flush queued for SQLite's write
+	// lock is not cut short before SQLite itself would give up.
 	FlushTimeout time.Duration
 	// MaxPending caps the keys waiting to be written. Uses of further keys
 	// are dropped and counted, never waited for. Default: 100000.
@@ -66,7 +69,7 @@ func NewUsageAudit(w UsageWriter, opts UsageOptions) (*UsageAudit, error) {
 		opts.FlushInterval = 5 * time.Second
 	}
 	if opts.FlushTimeout == 0 {
-		opts.FlushTimeout = 5 * time.Second
+		opts.FlushTimeout = defaultQueryTimeout + SQLiteBusyTimeout
 	}
 	if opts.MaxPending == 0 {
 		opts.MaxPending = 100000

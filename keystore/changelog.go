@@ -106,7 +106,7 @@ FROM (
 // clock) and returns how many went. The newest row always stays: it is how
 // a watcher tells a quiet log from one whose ids went backwards.
 func (s *SQLStore) PruneChanges(ctx context.Context, age time.Duration) (int64, error) {
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	if err := s.file.check(); err != nil {
 		return 0, err

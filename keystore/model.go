@@ -61,7 +61,10 @@ const (
 )
 
 // APIKey describes a key without its secret: neither plaintext nor digest
-// ever leaves the store.
+// ever leaves the store. ExpiresAt is nil when the key never expires (NULL,
+// or PostgreSQL's infinity). Every time in it lies between
+// 0000-01-01T00:00:00Z (-infinity, and a stored value that is no time) and
+// 9999-12-31T23:59:59.999999Z, so that it always prints as RFC 3339.
 type APIKey struct {
 	ID     int64  `json:"id"`
 	Client string `json:"client"`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,14 +19,22 @@ import (
 // DefaultSQLitePath is the embedded default database file.
 const DefaultSQLitePath = "llmauth.db"
 
+// SQLiteBusyTimeout is how long a SQLite write waits for another
+// connection's (or process's) write lock before it fails with SQLITE_BUSY:
+// Open sets it as every connection's busy_timeout. A [SQLStore] reads the
+// busy timeout back and lets a write run that much longer than
+// Options.QueryTimeout, so that it never cancels a write SQLite would still
+// have let through.
+const SQLiteBusyTimeout = 10 * time.Second
+
 // Open connects to the database a URL names and checks that it answers:
 //
 //	postgres://… or postgresql://…   PostgreSQL through lib/pq
 //	sqlite:PATH or file:PATH          a SQLite file (pure Go driver)
 //
 // SQLite files are opened in WAL mode with foreign keys on, a busy timeout
-// and immediate write transactions, so several processes can share one
-// file. The caller closes the returned pool.
+// ([SQLiteBusyTimeout]) and immediate write transactions, so several
+// processes can share one file. The caller closes the returned pool.
 func Open(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
 	driver, dsn, err := parseDatabaseURL(databaseURL)
 	if err != nil {
@@ -130,7 +139,7 @@ func parseDatabaseURL(raw string) (driver, dsn string, err error) {
 func sqliteDSN(path string) string {
 	v := url.Values{}
 	v.Add("_pragma", "foreign_keys(1)")
-	v.Add("_pragma", "busy_timeout(10000)")
+	v.Add("_pragma", "busy_timeout("+strconv.FormatInt(SQLiteBusyTimeout.Milliseconds(), 10)+")")
 	v.Add("_pragma", "journal_mode(WAL)")
 	v.Set("_txlock", "immediate")
 	v.Set("_time_format", "sqlite")

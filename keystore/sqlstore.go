@@ -41,10 +41,21 @@ const (
 	maxKeyDescriptionLen = 1000
 )
 
+// defaultQueryTimeout is Options.QueryTimeout's default.
+const defaultQueryTimeout = 2 * time.Second
+
 // Options configures a [SQLStore]. The zero value is ready to use.
 type Options struct {
 	// QueryTimeout bounds every call, on top of the caller's context.
-	// Default: 2s.
+	// Reads (every call the middleware makes) get this bound alone: in WAL
+	// mode they never wait for SQLite's write lock. A write on SQLite may
+	// first queue for that lock, for up to the connection's busy timeout
+	// ([SQLiteBusyTimeout] when opened with [Open]), so writes there are
+	// bounded by QueryTimeout plus the busy timeout: SQLite gives up first,
+	// with SQLITE_BUSY, and the store never cancels a write SQLite would
+	// still have let through. The store's own writes to SQLite take turns
+	// (in order, each waiting within that bound) rather than all polling
+	// SQLite's lock. Default: 2s.
 	QueryTimeout time.Duration
 	// Now is the store's clock, used for timestamps and expiry.
 	// Default: time.Now.
@@ -57,8 +68,13 @@ type SQLStore struct {
 	db      *sqlx.DB
 	dialect dialect
 	timeout time.Duration
-	now     func() time.Time
-	file    *dbFile // SQLite only: the file the pool opened
+	// lockWait is how long a write may queue for the database's write
+	// lock on top of timeout: SQLite's busy timeout, 0 on PostgreSQL.
+	lockWait time.Duration
+	// writeTurn, on SQLite, is held by the store's one write in progress.
+	writeTurn chan struct{}
+	now       func() time.Time
+	file      *dbFile // SQLite only: the file the pool opened
 }
 
 // dbFile is the SQLite file a store's connections hold open. A file
@@ -110,7 +126,7 @@ func NewSQLStore(db *sqlx.DB, opts Options) (*SQLStore, error) {
 		return nil, fmt.Errorf("%w: negative query timeout", ErrInvalidInput)
 	}
 	if opts.QueryTimeout == 0 {
-		opts.QueryTimeout = 2 * time.Second
+		opts.QueryTimeout = defaultQueryTimeout
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -120,6 +136,12 @@ func NewSQLStore(db *sqlx.DB, opts Options) (*SQLStore, error) {
 		if s.file, err = openedFile(db); err != nil {
 			return nil, err
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if s.lockWait, err = busyTimeout(ctx, db); err != nil {
+			return nil, err
+		}
+		s.writeTurn = make(chan struct{}, 1)
 	}
 	return s, nil
 }
@@ -151,6 +173,7 @@ func (s *SQLStore) DB() *sqlx.DB { return s.db }
 // IsPostgres reports whether the store runs on PostgreSQL.
 func (s *SQLStore) IsPostgres() bool { return s.dialect == dialectPostgres }
 
+// ctx bounds a read.
 func (s *SQLStore) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.timeout)
 }
@@ -226,7 +249,7 @@ func (s *SQLStore) CreateClient(ctx context.Context, name string) (Client, error
 	if err := checkName(name); err != nil {
 		return Client{}, err
 	}
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	if err := s.file.check(); err != nil {
 		return Client{}, err
@@ -255,15 +278,15 @@ func (s *SQLStore) GetClient(ctx context.Context, name string) (Client, error) {
 	if err := s.file.check(); err != nil {
 		return Client{}, err
 	}
-	var c Client
-	err := s.db.GetContext(ctx, &c, s.q(`SELECT id, name, created_at, updated_at FROM llm_clients WHERE name = ?`), name)
+	var r clientRow
+	err := s.db.GetContext(ctx, &r, s.q(`SELECT id, name, created_at, updated_at FROM llm_clients WHERE name = ?`), name)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return Client{}, fmt.Errorf("%w: %q", ErrUnknownClient, name)
 	case err != nil:
 		return Client{}, unavailable("get client", err)
 	}
-	return c, nil
+	return r.client(), nil
 }
 
 // ListClients returns every client, by name, with its key counts.
@@ -273,8 +296,8 @@ func (s *SQLStore) ListClients(ctx context.Context) ([]ClientSummary, error) {
 	if err := s.file.check(); err != nil {
 		return nil, err
 	}
-	var out []ClientSummary
-	err := s.db.SelectContext(ctx, &out, `
+	var rows []clientSummaryRow
+	err := s.db.SelectContext(ctx, &rows, `
 SELECT c.id, c.name, c.created_at, c.updated_at,
        COUNT(k.id) AS keys,
        COUNT(CASE WHEN k.is_active THEN 1 END) AS active_keys,
@@ -287,8 +310,9 @@ ORDER BY c.name`)
 	if err != nil {
 		return nil, unavailable("list clients", err)
 	}
-	if out == nil {
-		out = []ClientSummary{}
+	out := make([]ClientSummary, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, r.summary())
 	}
 	return out, nil
 }
@@ -321,10 +345,11 @@ DELETE FROM api_keys WHERE id IN (
 	})
 }
 
-// inTx runs fn in a transaction; errors that are not already one of the
+// inTx runs fn in a write transaction (on SQLite it takes the write lock
+// at BEGIN), bounded as a write; errors that are not already one of the
 // package's sentinels are reported as ErrUnavailable.
 func (s *SQLStore) inTx(ctx context.Context, op string, fn func(context.Context, *sqlx.Tx) error) error {
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	if err := s.file.check(); err != nil {
 		return err
@@ -354,54 +379,6 @@ func isDomainError(err error) bool {
 	}
 	return false
 }
-
-// keyRow is an api_keys row as queries return it.
-type keyRow struct {
-	ID          int64        `db:"id"`
-	Client      string       `db:"client"`
-	LookupID    string       `db:"lookup_id"`
-	Name        string       `db:"name"`
-	Description string       `db:"description"`
-	Active      bool         `db:"is_active"`
-	ExpiresAt   sql.NullTime `db:"expires_at"`
-	LastUsedAt  sql.NullTime `db:"last_used_at"`
-	CreatedAt   time.Time    `db:"created_at"`
-	UpdatedAt   time.Time    `db:"updated_at"`
-}
-
-func timePtr(t sql.NullTime) *time.Time {
-	if !t.Valid {
-		return nil
-	}
-	u := t.Time.UTC()
-	return &u
-}
-
-func (r keyRow) apiKey(now time.Time) APIKey {
-	k := APIKey{
-		ID:          r.ID,
-		Client:      r.Client,
-		Prefix:      TokenPrefix + r.LookupID,
-		Name:        r.Name,
-		Description: r.Description,
-		Active:      r.Active,
-		ExpiresAt:   timePtr(r.ExpiresAt),
-		LastUsedAt:  timePtr(r.LastUsedAt),
-		CreatedAt:   r.CreatedAt.UTC(),
-		UpdatedAt:   r.UpdatedAt.UTC(),
-	}
-	switch {
-	case !k.Active:
-		k.State = KeyRevoked
-	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
-		k.State = KeyExpired
-	default:
-		k.State = KeyActive
-	}
-	return k
-}
-
-const keyColumns = `k.id, k.lookup_id, k.name, k.description, k.is_active, k.expires_at, k.last_used_at, k.created_at, k.updated_at`
 
 // CreateKey creates a key linked to client and returns it with its token,
 // the only time the plaintext exists. The key and its link are written in
@@ -618,7 +595,7 @@ INSERT INTO llm_client_api_keys (llm_client_id, api_key_id, created_at, updated_
 
 // DeleteKey deletes a key and its links.
 func (s *SQLStore) DeleteKey(ctx context.Context, id int64) error {
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	if err := s.file.check(); err != nil {
 		return err
@@ -691,12 +668,12 @@ func (s *SQLStore) Verify(ctx context.Context, client string, token Token) (Prin
 		return Principal{}, err
 	}
 	var row struct {
-		ID        int64        `db:"id"`
-		Name      string       `db:"name"`
-		Digest    string       `db:"secret_digest"`
-		Active    bool         `db:"is_active"`
-		ExpiresAt sql.NullTime `db:"expires_at"`
-		ClientID  int64        `db:"client_id"`
+		ID        int64  `db:"id"`
+		Name      string `db:"name"`
+		Digest    string `db:"secret_digest"`
+		Active    bool   `db:"is_active"`
+		ExpiresAt dbTime `db:"expires_at"`
+		ClientID  int64  `db:"client_id"`
 	}
 	err := s.db.GetContext(ctx, &row, s.q(`
 SELECT k.id, k.name, k.secret_digest, k.is_active, k.expires_at, c.id AS client_id
@@ -717,7 +694,7 @@ WHERE k.lookup_id = ? AND c.name = ?`), token.LookupID(), client)
 	if !token.Digest().Equal(stored) || !row.Active {
 		return Principal{}, ErrInvalidToken
 	}
-	expires := timePtr(row.ExpiresAt)
+	expires := row.ExpiresAt.expiry()
 	if expires != nil && !s.now().Before(*expires) {
 		return Principal{}, ErrInvalidToken
 	}
@@ -749,4 +726,3 @@ UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR l
 		return nil
 	})
 }
-

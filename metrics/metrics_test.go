@@ -16,10 +16,13 @@ import (
 
 // allFamilies lists every metric family, without the namespace.
 var allFamilies = []string{
+	"cache_fresh",
 	"cache_invalidations_total",
+	"cache_lease_lapses_total",
 	"cache_lookups_total",
 	"cache_stale_served_total",
 	"change_events_total",
+	"change_flushes_total",
 	"change_listener_up",
 	"requests_total",
 	"store_call_duration_seconds",
@@ -48,6 +51,8 @@ func exerciseAll(m *Metrics) {
 	m.StoreCall("verify", time.Millisecond, errors.New("down"))
 	m.ChangeEvent("notify")
 	m.ListenerUp(true)
+	m.Flushed("backlog")
+	m.LeaseChanged(false)
 	m.UsageFlushed(3, nil)
 	m.UsageDropped(1)
 }
@@ -372,9 +377,10 @@ func TestCacheCounters(t *testing.T) {
 				t.Fatal(err)
 			}
 			// 4 series are pre-initialised (change_events x2, usage_flushes x2)
-			// plus listener_up and the two plain usage counters, and the 7
-			// placeholder series of requests_total.
-			if want := tt.count + 14; n != want {
+			// plus listener_up and the two plain usage counters, the 7
+			// placeholder series of requests_total, the 8 flush reasons,
+			// cache_fresh and cache_lease_lapses_total.
+			if want := tt.count + 14 + len(FlushReasons) + 2; n != want {
 				t.Errorf("series = %d, want %d", n, want)
 			}
 			if got := testutil.ToFloat64(tt.c(m)); got != tt.want {
@@ -641,4 +647,38 @@ func nonZero(t *testing.T, c prometheus.Collector) int {
 		}
 	}
 	return n
+}
+
+func TestFeedMetrics(t *testing.T) {
+	m, reg := newTest(t, Options{})
+	for _, r := range FlushReasons {
+		if got := testutil.ToFloat64(m.feedFlushes.WithLabelValues(r)); got != 0 {
+			t.Errorf("flushes{reason=%q} = %v at start, want 0", r, got)
+		}
+	}
+	if got := testutil.ToFloat64(m.leaseFresh); got != 1 {
+		t.Errorf("cache_fresh = %v at start, want 1", got)
+	}
+	m.Flushed("ids_backwards")
+	m.Flushed("ids_backwards")
+	m.LeaseChanged(false)
+	if got := testutil.ToFloat64(m.feedFlushes.WithLabelValues("ids_backwards")); got != 2 {
+		t.Errorf("flushes{ids_backwards} = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.leaseFresh); got != 0 {
+		t.Errorf("cache_fresh after a lapse = %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(m.leaseLapses); got != 1 {
+		t.Errorf("lease_lapses_total = %v, want 1", got)
+	}
+	m.LeaseChanged(true)
+	if got := testutil.ToFloat64(m.leaseFresh); got != 1 {
+		t.Errorf("cache_fresh after restore = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.leaseLapses); got != 1 {
+		t.Errorf("lease_lapses_total after restore = %v, want 1", got)
+	}
+	if n, err := testutil.GatherAndCount(reg, "llmauth_change_flushes_total"); err != nil || n != len(FlushReasons) {
+		t.Errorf("flush series = %d, %v; want %d", n, err, len(FlushReasons))
+	}
 }
