@@ -29,8 +29,10 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 
+	"github.com/llmauth/llmauth"
 	"github.com/llmauth/llmauth/internal/pgtest"
 	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/keystore/sqlstore"
 	"github.com/llmauth/llmauth/metrics"
 	"github.com/llmauth/llmauth/middleware"
 )
@@ -50,59 +52,32 @@ func TestMain(m *testing.M) {
 }
 
 type stack struct {
-	url     string
-	store   *keystore.SQLStore
-	reg     *prometheus.Registry
-	m       *metrics.Metrics
-	watcher *keystore.Watcher
+	url   string
+	st    *llmauth.Stack
+	store *sqlstore.Store
+	reg   *prometheus.Registry
+	m     *metrics.Metrics
 }
 
+// newStack builds the stack as a user does: one llmauth.New call.
 func newStack(t *testing.T, dbURL string) *stack {
 	t.Helper()
 	ctx := context.Background()
-	db, err := keystore.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if err := keystore.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	store, err := keystore.NewSQLStore(db, keystore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg, metrics.Options{})
+	st, err := llmauth.New(ctx, dbURL, llmauth.Options{Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := keystore.NewCache(store, keystore.CacheOptions{Observer: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cache.Close() })
-	wopts := keystore.WatcherOptions{Observer: m}
-	if store.IsPostgres() {
-		wopts.PostgresURL = dbURL
-	}
-	w, err := keystore.NewWatcher(store, cache, wopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Close() })
-	audit, err := keystore.NewUsageAudit(store, keystore.UsageOptions{Observer: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = audit.Close(context.Background()) })
+	t.Cleanup(func() {
+		if err := st.Close(context.Background()); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	store, m := st.Store, st.Metrics
 
 	e := echo.New()
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
-	g := e.Group("/v1/clients/:client", middleware.WithConfig(middleware.Config{Store: cache, Metrics: m, Usage: audit}))
+	g := e.Group("/v1/clients/:client", st.Middleware)
 	g.POST("/chat", func(c echo.Context) error {
 		p, _ := middleware.PrincipalFrom(c)
 		var keyID any
@@ -113,7 +88,7 @@ func newStack(t *testing.T, dbURL string) *stack {
 	})
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return &stack{url: srv.URL, store: store, reg: reg, m: m, watcher: w}
+	return &stack{url: srv.URL, st: st, store: store, reg: reg, m: m}
 }
 
 type response struct {
@@ -357,7 +332,7 @@ func TestOutage(t *testing.T) {
 	// Apply the setup's own changes before warming: otherwise their
 	// invalidations (by notification, or by the poller if the listener is
 	// still connecting) may land after the warm-up and evict it.
-	if err := s.watcher.Poll(ctx); err != nil {
+	if err := s.st.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// Warm the cache for "locked" and its first key only.
@@ -613,10 +588,10 @@ func checkQueryLabels(t *testing.T, expr string, exported map[string]map[string]
 // that starts at zero.
 func TestFlushReasonsInStep(t *testing.T) {
 	var want []string
-	for _, r := range keystore.FlushReasons {
+	for _, r := range sqlstore.FlushReasons {
 		want = append(want, string(r))
 	}
 	if !slices.Equal(metrics.FlushReasons, want) {
-		t.Fatalf("metrics.FlushReasons = %q, keystore.FlushReasons = %q", metrics.FlushReasons, want)
+		t.Fatalf("metrics.FlushReasons = %q, sqlstore.FlushReasons = %q", metrics.FlushReasons, want)
 	}
 }

@@ -25,10 +25,10 @@ func oneLineOfStderr(t *testing.T, r result) {
 
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	every := [][]string{{"--help"}, {"-h"}, {"help"}, {"clients", "--help"}, {"keys", "-h"}, {"help", "keys"}}
-	for _, c := range commands() {
-		every = append(every, append(strings.Fields(c.path), "--help"), append(strings.Fields(c.path), "-h"),
-			append([]string{"help"}, strings.Fields(c.path)...))
+	every := [][]string{{"--help"}, {"-h"}, {"-help"}, {"help"}, {"clients", "--help"}, {"keys", "-h"}, {"help", "keys"}, {"completion", "--help"}}
+	for _, c := range commandPaths() {
+		every = append(every, append(strings.Fields(c), "--help"), append(strings.Fields(c), "-h"),
+			append([]string{"help"}, strings.Fields(c)...))
 	}
 	dir := t.TempDir()
 	for _, args := range every {
@@ -47,9 +47,9 @@ func TestHelp(t *testing.T) {
 	}
 
 	top := runBinary(t, dir, baseEnv(), "--help").stdout
-	for _, c := range commands() {
-		if !strings.Contains(top, c.path) {
-			t.Errorf("top-level help does not list %q", c.path)
+	for _, c := range commandPaths() {
+		if !strings.Contains(top, c) {
+			t.Errorf("top-level help does not list %q", c)
 		}
 	}
 	for _, want := range []string{"DATABASE_URL", "llmauth.db", "postgres://", "sqlite:"} {
@@ -80,6 +80,45 @@ func TestVersion(t *testing.T) {
 	r := runBinary(t, t.TempDir(), baseEnv(), "version")
 	if r.code != 0 || strings.Count(r.stdout, "\n") != 1 || !strings.HasPrefix(r.stdout, "llmauth example ") {
 		t.Fatalf("version: %v", r)
+	}
+	for _, flag := range []string{"--version", "-v"} {
+		if f := runBinary(t, t.TempDir(), baseEnv(), flag); f.code != 0 || f.stdout != r.stdout || f.stderr != "" {
+			t.Errorf("%s: %v; want what version prints, %q", flag, f, r.stdout)
+		}
+	}
+}
+
+// TestCompletion: "completion SHELL" prints a script on stdout and touches
+// no database; the script's callback completes commands and flag values.
+func TestCompletion(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		r := runBinary(t, dir, baseEnv(), "completion", shell)
+		if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "example") || len(r.stdout) < 1000 {
+			t.Errorf("completion %s: exit %d, stderr %q, %d bytes of script", shell, r.code, r.stderr, len(r.stdout))
+		}
+	}
+	for _, tc := range []struct {
+		words []string
+		want  []string
+	}{
+		{[]string{""}, []string{"serve", "migrate", "clients", "keys", "version", "completion", "help"}},
+		{[]string{"keys", ""}, []string{"create", "list", "revoke", "activate", "rotate", "delete"}},
+		{[]string{"keys", "create", "--"}, []string{"--client", "--name", "--expires", "--json", "--database-url"}},
+		{[]string{"serve", "--log-level", ""}, []string{"debug", "info", "warn", "error"}},
+		{[]string{"--log-format", ""}, []string{"text", "json"}},
+		{[]string{"help", "keys", "r"}, []string{"revoke", "rotate"}},
+	} {
+		r := runBinary(t, dir, baseEnv(), append([]string{"__completeNoDesc"}, tc.words...)...)
+		for _, w := range tc.want {
+			if r.code != 0 || !strings.Contains("\n"+r.stdout, "\n"+w+"\n") {
+				t.Errorf("completing %q: want %s in %v", tc.words, w, r)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "llmauth.db")); err == nil {
+		t.Error("completion created llmauth.db")
 	}
 }
 
@@ -168,8 +207,8 @@ func TestNegativeNumbers(t *testing.T) {
 		{[]string{"keys", "rotate", "-1", "--grace", "1h"}, badID},
 		{[]string{"keys", "rotate", "--json", "-1"}, badID},
 		{[]string{"keys", "rotate", "--grace=1h", "-1"}, badID},
-		{[]string{"keys", "rotate", "--grace", "-1", "3"}, "example: keys rotate: invalid value \"-1\" for flag -grace: parse error (see example keys rotate --help)\n"},
-		{[]string{"keys", "revoke", "-1x"}, "example: keys revoke: flag provided but not defined: -1x (see example keys revoke --help)\n"},
+		{[]string{"keys", "rotate", "--grace", "-1", "3"}, "example: keys rotate: invalid argument \"-1\" for \"--grace\" flag: time: missing unit in duration \"-1\" (see example keys rotate --help)\n"},
+		{[]string{"keys", "revoke", "-1x"}, "example: keys revoke: unknown shorthand flag: '1' in -1x (see example keys revoke --help)\n"},
 		{[]string{"clients", "create", "-1"}, "example: invalid client name \"-1\": must match ^[a-z0-9][a-z0-9-]{0,62}$\n"},
 		{[]string{"keys", "create", "--client", "bot", "-5"}, "example: keys create: unexpected argument \"-5\" (usage: example keys create --client NAME [--name LABEL] [--description TEXT] [--expires DURATION] [--json])\n"},
 	} {

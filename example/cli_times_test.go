@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/keystore/sqlstore"
 )
 
 // TestCLITimesByHand: whatever a time column holds (PostgreSQL's infinity
@@ -142,7 +142,7 @@ func TestCLITimesByHand(t *testing.T) {
 func writeTimesByHand(t *testing.T, databaseURL string, legacy bool, expr string, id int64) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := keystore.Open(ctx, databaseURL)
+	db, err := sqlstore.Open(ctx, databaseURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,12 @@
 // llmauth.db in the working directory. "example --help" lists every
 // command; exit status 0 is success, 2 bad usage or input, 1 anything else.
 //
-// The files split by concern: main.go dispatches and maps errors to exit
-// codes, commands.go holds flags and help, cli.go the clients and keys
-// commands, server.go the serve wiring and shutdown, routes.go the HTTP
-// routes.
+// The CLI is built on spf13/cobra, one command per file in the shape of
+// the GitHub CLI: cmd_*.go each hold a command's options struct, its
+// cobra.Command and its run function, callable without a process.
+// main.go runs the tree and maps errors to exit codes, cmd_root.go builds
+// the tree, cmd_help.go prints help, args.go keeps the command-line habits
+// of the Go flag package (-flag, "keys revoke -1"), app.go holds what every
+// command shares (streams, database), server.go the serve wiring and
+// shutdown, routes.go the HTTP routes.
 package main

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/keystore/sqlstore"
 )
 
 // propagationBound is the contract's rule: a change by any writer takes
@@ -102,7 +102,7 @@ func TestPropagation(t *testing.T) {
 			// SQLite changes travel by polling only, so their latency
 			// depends on the poll phase: sample all of it. PostgreSQL's
 			// notifications do not, so a short pause will do.
-			jitter := defaultOptions().pollInterval
+			jitter := defaultServeOptions().pollInterval
 			if sc.name == "postgres" {
 				jitter = 20 * time.Millisecond
 			}
@@ -120,7 +120,7 @@ func TestPropagation(t *testing.T) {
 				}
 				paths[path] = append(paths[path], ds...)
 			}
-			db, err := keystore.Open(t.Context(), c.db)
+			db, err := sqlstore.Open(t.Context(), c.db)
 			if err != nil {
 				t.Fatal(err)
 			}

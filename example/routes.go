@@ -25,7 +25,7 @@ import (
 // names none, and the one /models lists.
 const echoModel = "llmauth-echo"
 
-// pinger is the readiness check: keystore.SQLStore implements it.
+// pinger is the readiness check: sqlstore.Store implements it.
 type pinger interface {
 	Ping(ctx context.Context) error
 }

@@ -299,7 +299,7 @@ func TestIPExtractor(t *testing.T) {
 		{[]string{"192.168.0.0/16"}, "10.1.2.3"}, // private ranges are not trusted by default
 		{[]string{"10.0.0.0/8"}, "203.0.113.9"},
 	} {
-		o := defaultOptions()
+		o := defaultServeOptions()
 		for _, p := range tc.proxies {
 			if err := o.trustedProxies.Set(p); err != nil {
 				t.Fatal(err)

@@ -311,7 +311,7 @@ func TestServeSQLiteFileReplaced(t *testing.T) {
 	// then says so and fails.
 	code := s.signal(syscall.SIGTERM)
 	want := 0
-	if strings.Contains(s.stderr.String(), "writing last-used times at shutdown") {
+	if strings.Contains(s.stderr.String(), "at shutdown: llmauth: writing last-used times") {
 		want = 1
 	}
 	if code != want {

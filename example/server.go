@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,9 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/llmauth/llmauth"
 	"github.com/llmauth/llmauth/keystore"
-	"github.com/llmauth/llmauth/metrics"
-	"github.com/llmauth/llmauth/middleware"
+	"github.com/llmauth/llmauth/keystore/cache"
+	"github.com/llmauth/llmauth/keystore/sqlstore"
 )
 
 // Timeouts of the HTTP server and its shutdown.
@@ -38,90 +37,6 @@ const (
 	demoOpenClient   = "demo-open"
 	demoSecureClient = "demo-secure"
 )
-
-const serveDetails = `Routes:
-  POST /v1/clients/NAME/chat              protected; replies {"client", "anonymous",
-                                          "key_id", "key_name", "reply"}, where reply
-                                          echoes the request's "message"
-  POST /v1/clients/NAME/chat/completions  protected; OpenAI Chat Completions stub
-                                          whose assistant echoes the last user message
-                                          ("stream": true gives server-sent events):
-                                          point an OpenAI SDK at base URL
-                                          http://HOST:PORT/v1/clients/NAME
-  GET  /v1/clients/NAME/models            protected; lists the one model
-  GET  /healthz                           200 while the process runs
-  GET  /readyz                            200 while the database answers, else 503
-  GET  /metrics                           Prometheus metrics (llmauth_requests_total
-                                          by client and outcome, cache, store, ...)
-
-A client with no active key answers anyone. Once it has an active key, it
-needs "Authorization: Bearer TOKEN" with a valid key of that client: 401
-without a token or with a bad one, 400 for a malformed Authorization header,
-404 for an unknown client, 503 (with Retry-After) when the database cannot
-tell. Changes made by any process reach every server within a second.
-
-The remote IP in logs is the peer address: X-Forwarded-For is not trusted
-unless the peer is in a --trusted-proxy range.
-
-With the embedded default database and no client yet, serve creates the
-clients demo-open (no key) and demo-secure (one key) and prints, once, how
-to call them with curl.
-
-Logs go to stderr; the line "listening on http://ADDR" gives the bound
-address. SIGINT or SIGTERM shut down gracefully: requests in flight finish
-(up to 10s), pending last-used times are written, and the exit status is 0
-(1 if they could not be written).
-`
-
-func serveCommand() *command {
-	return &command{
-		path:     "serve",
-		synopsis: "[--addr HOST:PORT] [flags]",
-		summary:  "serve HTTP until SIGINT or SIGTERM (the default command)",
-		details:  serveDetails,
-		flags:    func(o *options, fs *flag.FlagSet) { o.registerServe(fs) },
-		run:      serve,
-	}
-}
-
-// validateServe refuses bad serve flags before anything starts.
-func (o *options) validateServe() error {
-	_, port, err := net.SplitHostPort(o.addr)
-	if err != nil {
-		return usagef("serve: invalid --addr %q: want HOST:PORT", o.addr)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return usagef("serve: invalid --addr %q: the port must be a number from 0 to 65535", o.addr)
-	}
-	for _, d := range []struct {
-		name   string
-		v      time.Duration
-		zeroOK bool
-	}{
-		{"--cache-ttl", o.cacheTTL, false},
-		{"--stale-if-error", o.staleIfError, true},
-		{"--max-staleness", o.maxStaleness, false},
-		{"--poll-interval", o.pollInterval, false},
-		{"--usage-flush-interval", o.usageFlushInterval, false},
-	} {
-		if d.v < 0 || (d.v == 0 && !d.zeroOK) {
-			return usagef("serve: %s must be a positive duration, got %s", d.name, d.v)
-		}
-	}
-	if o.maxStaleness > keystore.StalenessPromise {
-		return usagef("serve: --max-staleness %s exceeds the %s bound on changes", o.maxStaleness, keystore.StalenessPromise)
-	}
-	if o.pollInterval >= o.maxStaleness {
-		return usagef("serve: --poll-interval %s must be shorter than --max-staleness %s", o.pollInterval, o.maxStaleness)
-	}
-	if _, err := parseLogLevel(o.logLevel); err != nil {
-		return err
-	}
-	if o.logFormat != "text" && o.logFormat != "json" {
-		return usagef("serve: invalid --log-format %q: want text or json", o.logFormat)
-	}
-	return nil
-}
 
 func parseLogLevel(s string) (slog.Level, error) {
 	switch s {
@@ -218,7 +133,7 @@ func (h redactingHandler) redact(s string) string {
 
 // ipExtractor trusts the peer address, or X-Forwarded-For from the
 // configured proxies only: Echo's default would trust any private address.
-func (o *options) ipExtractor() echo.IPExtractor {
+func (o *serveOptions) ipExtractor() echo.IPExtractor {
 	if len(o.trustedProxies) == 0 {
 		return echo.ExtractIPDirect()
 	}
@@ -230,78 +145,46 @@ func (o *options) ipExtractor() echo.IPExtractor {
 }
 
 // serve runs the HTTP server until ctx ends, then shuts down in order:
-// server, usage audit (writes last_used_at), watcher, cache, database.
-func serve(ctx context.Context, a *app, _ []string) error {
-	o := &a.opts
+// server, then the key stack (watcher, last-used times, cache, database).
+func serve(ctx context.Context, o *serveOptions) error {
 	if err := o.validateServe(); err != nil {
 		return err
 	}
-	logger := newLogger(a.stderr, o.logLevel, o.logFormat)
-	url, embedded := a.databaseURL()
+	logger := newLogger(o.stderr, o.logLevel, o.logFormat)
+	url, embedded := o.databaseURL()
 
-	store, db, err := a.openStore(ctx)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-
-	// Listen before seeding the demo: a port already in use must not eat
-	// the demo token, which is shown only once.
+	// Listen before anything else: a port already in use must fail
+	// before the database is touched, and must not eat the demo token,
+	// which is shown only once.
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close() // Serve closes it too; this covers the early returns
 
-	var demoToken string
-	if embedded {
-		if demoToken, err = seedDemo(ctx, store); err != nil {
-			logger.Warn("could not create the demo clients", "err", err)
-		}
-	}
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m, err := metrics.New(reg, metrics.Options{})
-	if err != nil {
-		return err
-	}
-
-	cache, err := keystore.NewCache(store, keystore.CacheOptions{
-		TTL: o.cacheTTL, StaleIfError: o.staleIfError, MaxStaleness: o.maxStaleness,
-		Observer: m, Logger: logger,
+	stack, err := llmauth.New(ctx, url, llmauth.Options{
+		Registerer: reg,
+		Logger:     logger,
+		Cache:      cache.Options{TTL: o.cacheTTL, StaleIfError: o.staleIfError, MaxStaleness: o.maxStaleness},
+		Watcher:    sqlstore.WatcherOptions{PollInterval: o.pollInterval},
+		Usage:      keystore.UsageOptions{FlushInterval: o.usageFlushInterval},
 	})
 	if err != nil {
 		return err
 	}
-	defer cache.Close()
+	// On the normal path the stack is closed, and its error reported,
+	// below; closing again is a no-op.
+	defer stack.Close(context.WithoutCancel(ctx))
 
-	wopts := keystore.WatcherOptions{PollInterval: o.pollInterval, Observer: m, Logger: logger}
-	if store.IsPostgres() {
-		wopts.PostgresURL = url
+	var demoToken string
+	if embedded {
+		if demoToken, err = seedDemo(ctx, stack.Store); err != nil {
+			logger.Warn("could not create the demo clients", "err", err)
+		}
 	}
-	watcher, err := keystore.NewWatcher(store, cache, wopts)
-	if err != nil {
-		return err
-	}
-	if err := watcher.Start(ctx); err != nil {
-		return err
-	}
-	defer watcher.Close()
-
-	audit, err := keystore.NewUsageAudit(store, keystore.UsageOptions{FlushInterval: o.usageFlushInterval, Observer: m, Logger: logger})
-	if err != nil {
-		return err
-	}
-	// On the normal path audit is closed, and its error reported, before
-	// this runs; closing again is a no-op.
-	defer audit.Close(context.WithoutCancel(ctx))
-
-	auth, err := middleware.Config{Store: cache, Metrics: m, Usage: audit, Logger: logger}.ToMiddleware()
-	if err != nil {
-		return err
-	}
-	router := newRouter(routerConfig{auth: auth, db: readiness{store: store, cache: cache}, registry: reg, logger: logger, ipExtractor: o.ipExtractor()})
+	router := newRouter(routerConfig{auth: stack.Middleware, db: readiness(stack.Ready), registry: reg, logger: logger, ipExtractor: o.ipExtractor()})
 
 	srv := &http.Server{
 		Handler:           router,
@@ -317,9 +200,9 @@ func serve(ctx context.Context, a *app, _ []string) error {
 	// The demo text comes first, so that whoever waits for "listening on"
 	// has it already.
 	if demoToken != "" {
-		printDemo(a.stderr, ln.Addr(), demoToken)
+		printDemo(o.stderr, ln.Addr(), demoToken)
 	}
-	logger.Info("listening on http://"+ln.Addr().String(), "database", keystore.RedactURL(url))
+	logger.Info("listening on http://"+ln.Addr().String(), "database", sqlstore.RedactURL(url))
 
 	select {
 	case err := <-served:
@@ -336,30 +219,22 @@ func serve(ctx context.Context, a *app, _ []string) error {
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		logger.Warn("server stopped with an error", "err", err)
 	}
-	if err := audit.Close(sctx); err != nil {
-		return fmt.Errorf("writing last-used times at shutdown: %w", err)
+	if err := stack.Close(sctx); err != nil {
+		return fmt.Errorf("at shutdown: %w", err)
 	}
 	logger.Info("stopped")
 	return nil
 }
 
-// readiness is /readyz's check: the database answers, and the cache has
-// proof within the staleness bound that it has seen every change.
-type readiness struct {
-	store *keystore.SQLStore
-	cache *keystore.Cache
-}
+// readiness adapts llmauth.Stack.Ready to /readyz: nil while the database
+// answers and the cache's freshness lease holds.
+type readiness func(ctx context.Context) error
 
-func (r readiness) Ping(ctx context.Context) error {
-	if err := r.cache.Fresh(); err != nil {
-		return err
-	}
-	return r.store.Ping(ctx)
-}
+func (r readiness) Ping(ctx context.Context) error { return r(ctx) }
 
 // seedDemo creates the demo clients when the database has no client at
 // all, and returns the demo key's token ("" when nothing was created).
-func seedDemo(ctx context.Context, store *keystore.SQLStore) (string, error) {
+func seedDemo(ctx context.Context, store *sqlstore.Store) (string, error) {
 	clients, err := store.ListClients(ctx)
 	if err != nil || len(clients) > 0 {
 		return "", err
@@ -398,5 +273,5 @@ Try:
   curl -sS -X POST %[5]s%[3]s/chat -H 'Content-Type: application/json' -d '{"message":"hello"}'   # 401
   curl -sS -X POST %[5]s%[3]s/chat -H 'Authorization: Bearer %[4]s' -H 'Content-Type: application/json' -d '{"message":"hello"}'
 
-`, keystore.DefaultSQLitePath, demoOpenClient, demoSecureClient, token, base)
+`, sqlstore.DefaultSQLitePath, demoOpenClient, demoSecureClient, token, base)
 }

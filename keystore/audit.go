@@ -69,7 +69,7 @@ func NewUsageAudit(w UsageWriter, opts UsageOptions) (*UsageAudit, error) {
 		opts.FlushInterval = 5 * time.Second
 	}
 	if opts.FlushTimeout == 0 {
-		opts.FlushTimeout = defaultQueryTimeout + SQLiteBusyTimeout
+		opts.FlushTimeout = 12 * time.Second
 	}
 	if opts.MaxPending == 0 {
 		opts.MaxPending = 100000

@@ -1,23 +1,25 @@
-// Package keystore keeps LLM clients and their API keys in PostgreSQL or
-// SQLite, and answers the two questions asked on every request: does this
-// client require a key, and is this token a valid key of this client.
+// Package keystore is the contract between the llmauth middleware and the
+// stores behind it: the [Store] interface with its two questions ("what is
+// this client's state?", "is this token a valid key of this client?"), the
+// model (clients, API keys, their states), tokens and their digests, the
+// errors callers branch on, and the batched last-used audit. It uses the
+// standard library only, so a program with a store of its own links no SQL
+// driver.
 //
-// A client with no active key is open. A client with at least one active
-// key requires a bearer token that is an active, unexpired key linked to
-// that client. Expiry never opens a client; only revoking or deleting its
-// last active key does.
+// The rule, from the seed model's has_active_api_key: a client with no
+// active key is open; a client with at least one active key requires a
+// bearer token that is an active, unexpired key linked to that client.
+// Expiry never opens a client; only revoking or deleting its last active
+// key does.
 //
-// Tokens look like llmk_<12 lookup><43 secret><6 checksum>, all base62. Only
-// the SHA-256 digest of a token is stored; the plaintext exists once, in
-// the return value of [SQLStore.CreateKey].
+// Tokens look like llmk_<12 lookup><43 secret><6 checksum>, all base62.
+// Stores keep only the SHA-256 digest of a token; the plaintext exists
+// once, when a key is created.
 //
-// The smallest use:
+// Implementations: keystore/sqlstore (PostgreSQL and SQLite) and
+// keystore/cache (a TTL cache over any Store).
 //
-//	db, err := keystore.Open(ctx, "sqlite:llmauth.db")
-//	// handle err
-//	if err := keystore.Migrate(ctx, db); err != nil { … }
-//	store, err := keystore.NewSQLStore(db, keystore.Options{})
-//	client, err := store.CreateClient(ctx, "support-bot")
-//	key, err := store.CreateKey(ctx, "support-bot", keystore.KeySpec{Name: "ci"})
-//	fmt.Println(key.Token.Reveal()) // shown once
+//	tok, err := keystore.ParseToken(header) // refuses bad format or checksum
+//	if err != nil { … }                     // errors.Is(err, keystore.ErrInvalidToken)
+//	key, err := store.Verify(ctx, "support-bot", tok)
 package keystore

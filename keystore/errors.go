@@ -30,14 +30,4 @@ var (
 	// ErrUnavailable: the store could not answer (database down, deadline
 	// passed, context cancelled). Never treat it as "no key".
 	ErrUnavailable = errors.New("keystore: store unavailable")
-	// ErrDatabaseReplaced: the SQLite file was replaced or removed while the
-	// store had it open, so what the store would read is no longer the
-	// database. It wraps ErrUnavailable; a restart opens the new file.
-	ErrDatabaseReplaced = fmt.Errorf("%w: the SQLite file was replaced or removed while open", ErrUnavailable)
 )
-
-// unavailable wraps a database error as ErrUnavailable with the operation's
-// name.
-func unavailable(op string, err error) error {
-	return fmt.Errorf("keystore: %s: %w: %w", op, ErrUnavailable, err)
-}

@@ -108,8 +108,9 @@ type RotateSpec struct {
 	Grace time.Duration
 }
 
-// Principal is the identity a valid token proves.
-type Principal struct {
+// VerifiedKey is what a valid token proves: the key and the client it is
+// linked to. The middleware turns it into a [middleware.Principal].
+type VerifiedKey struct {
 	KeyID     int64
 	KeyName   string
 	ClientID  int64
@@ -123,8 +124,4 @@ type Change struct {
 	Source   string // "client", "key", "link" or "flush"
 	ClientID int64  // 0 when none
 	KeyID    int64  // 0 when none
-
-	// stamp is the row's created_at as the database prints it: with the
-	// id, it tells a row the watcher saw from one that replaced it.
-	stamp string
 }

@@ -14,9 +14,5 @@ type Store interface {
 	// a key.
 	ClientState(ctx context.Context, client string) (ClientState, error)
 	// Verify checks that token is an active, unexpired key of client.
-	Verify(ctx context.Context, client string, token Token) (Principal, error)
+	Verify(ctx context.Context, client string, token Token) (VerifiedKey, error)
 }
-
-var (
-	_ Store = (*SQLStore)(nil)
-)

@@ -41,18 +41,6 @@ func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 // Equal compares two digests in constant time.
 func (d Digest) Equal(o Digest) bool { return subtle.ConstantTimeCompare(d[:], o[:]) == 1 }
 
-// ParseDigest decodes the hex form produced by [Digest.String].
-func ParseDigest(s string) (Digest, error) {
-	var d Digest
-	if len(s) != hex.EncodedLen(len(d)) {
-		return d, fmt.Errorf("keystore: digest: want %d hex characters, got %d", hex.EncodedLen(len(d)), len(s))
-	}
-	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
-		return d, fmt.Errorf("keystore: digest: %w", err)
-	}
-	return d, nil
-}
-
 // Token is a syntactically valid API token: right prefix, length, alphabet
 // and checksum. Whether it belongs to a key is for the store to say.
 //
@@ -115,8 +103,9 @@ func (t Token) String() string {
 // GoString keeps %#v from printing the secret.
 func (t Token) GoString() string { return "keystore.Token(" + t.String() + ")" }
 
-// newToken draws a fresh token from crypto/rand.
-func newToken() (Token, error) {
+// NewToken draws a fresh token from crypto/rand: 256 bits of secret, a
+// public lookup id and a checksum. Stores call it when they create a key.
+func NewToken() (Token, error) {
 	body, err := randomBase62(lookupIDLen + secretLen)
 	if err != nil {
 		return Token{}, fmt.Errorf("keystore: generate token: %w", err)

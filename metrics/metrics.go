@@ -347,7 +347,7 @@ func (m *Metrics) ListenerUp(up bool) {
 }
 
 // FlushReasons are the reason label values of llmauth_change_flushes_total,
-// each the name of a keystore.FlushReason; their series start at zero.
+// each the name of a keystore/sqlstore FlushReason; their series start at zero.
 var FlushReasons = []string{
 	"listener_reconnect", "unreadable_notification", "ids_backwards", "rows_missing",
 	"hole_expired", "backlog", "recovered", "database_replaced",

@@ -37,8 +37,8 @@ type Config struct {
 	Skipper echomw.Skipper
 
 	// Store answers "what is this client's state?" and "is this token a
-	// valid key of this client?". Use a keystore.Cache over a
-	// keystore.SQLStore in production. Required.
+	// valid key of this client?". In production a keystore/cache Cache
+	// over a keystore/sqlstore Store. Required.
 	Store keystore.Store
 
 	// ClientResolver finds the target client of a request.

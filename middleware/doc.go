@@ -8,10 +8,11 @@
 // of that very client. Refusals follow RFC 6750. A store that cannot answer
 // yields 503, never anonymous access.
 //
-// The smallest use, with a store from package keystore (usually a
-// keystore.Cache over a keystore.SQLStore):
+// It depends only on the contract in package keystore: any keystore.Store
+// will do (in production keystore/cache over keystore/sqlstore, which the
+// root package llmauth builds in one call). The smallest use:
 //
-//	auth := middleware.WithConfig(middleware.Config{Store: cache})
+//	auth := middleware.WithConfig(middleware.Config{Store: store})
 //	e.POST("/v1/clients/:client/chat", chat, auth)
 //
 // Mount it per route: Echo runs group middleware for unserved paths too.

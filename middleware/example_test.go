@@ -12,6 +12,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/keystore/cache"
+	"github.com/llmauth/llmauth/keystore/sqlstore"
 	"github.com/llmauth/llmauth/middleware"
 )
 
@@ -21,16 +23,16 @@ func ExampleWithConfig() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "llmauth-example")
 	defer os.RemoveAll(dir)
-	db, err := keystore.Open(ctx, "sqlite:"+filepath.Join(dir, "keys.db"))
+	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(dir, "keys.db"))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer db.Close()
-	if err := keystore.Migrate(ctx, db); err != nil {
+	if err := sqlstore.Migrate(ctx, db); err != nil {
 		log.Fatal(err)
 	}
-	store, _ := keystore.NewSQLStore(db, keystore.Options{})
-	cache, _ := keystore.NewCache(store, keystore.CacheOptions{})
+	store, _ := sqlstore.New(ctx, db, sqlstore.Options{})
+	cache, _ := cache.New(store, cache.Options{})
 	defer cache.Close()
 
 	_, _ = store.CreateClient(ctx, "open-bot")
@@ -66,7 +68,7 @@ func ExampleWithConfig() {
 // Resolve the client from the host name instead of a route parameter.
 func ExampleFromHost() {
 	cfg := middleware.Config{
-		Store:          nil, // your keystore.Cache
+		Store:          nil, // your cache.Cache
 		ClientResolver: middleware.FromHost("api.example.com"),
 	}
 	_, err := cfg.ToMiddleware()

@@ -16,28 +16,30 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/keystore/cache"
+	"github.com/llmauth/llmauth/keystore/sqlstore"
 	"github.com/llmauth/llmauth/middleware"
 )
 
 // world is a real SQLite store with an open client, a keyed client and a
 // second keyed client.
 type world struct {
-	store             *keystore.SQLStore
+	store             *sqlstore.Store
 	key, other, spent keystore.NewKey
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := context.Background()
-	db, err := keystore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "mw.db"))
+	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "mw.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	if err := keystore.Migrate(ctx, db); err != nil {
+	if err := sqlstore.Migrate(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	s, err := keystore.NewSQLStore(db, keystore.Options{})
+	s, err := sqlstore.New(ctx, db, sqlstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,9 +204,9 @@ func (f faultStore) ClientState(ctx context.Context, client string) (keystore.Cl
 	return f.Store.ClientState(ctx, client)
 }
 
-func (f faultStore) Verify(ctx context.Context, client string, tok keystore.Token) (keystore.Principal, error) {
+func (f faultStore) Verify(ctx context.Context, client string, tok keystore.Token) (keystore.VerifiedKey, error) {
 	if f.verifyErr != nil {
-		return keystore.Principal{}, f.verifyErr
+		return keystore.VerifiedKey{}, f.verifyErr
 	}
 	return f.Store.Verify(ctx, client, tok)
 }
@@ -386,19 +388,19 @@ func (f usageFunc) RecordUse(id int64, at time.Time) { f(id, at) }
 
 func BenchmarkAuthenticated(b *testing.B) {
 	ctx := context.Background()
-	db, err := keystore.Open(ctx, "sqlite:"+filepath.Join(b.TempDir(), "b.db"))
+	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(b.TempDir(), "b.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	if err := keystore.Migrate(ctx, db); err != nil {
+	if err := sqlstore.Migrate(ctx, db); err != nil {
 		b.Fatal(err)
 	}
-	s, _ := keystore.NewSQLStore(db, keystore.Options{})
+	s, _ := sqlstore.New(ctx, db, sqlstore.Options{})
 	_, _ = s.CreateClient(ctx, "bot")
 	_, _ = s.CreateClient(ctx, "open")
 	k, _ := s.CreateKey(ctx, "bot", keystore.KeySpec{})
-	cache, _ := keystore.NewCache(s, keystore.CacheOptions{})
+	cache, _ := cache.New(s, cache.Options{})
 	defer cache.Close()
 	handler := func(c echo.Context) error { return c.NoContent(204) }
 	serve := func(store keystore.Store, client, auth string) func(b *testing.B) {

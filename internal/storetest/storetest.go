@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jmoiron/sqlx"
 	"hash/crc32"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/keystore/sqlstore"
 )
 
 // Clock is a settable clock shared by the store and the suite.
@@ -39,7 +41,7 @@ func (c *Clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 // Harness is one store under test.
 type Harness struct {
 	// Admin writes clients and keys.
-	Admin *keystore.SQLStore
+	Admin *sqlstore.Store
 	// Decider answers the per-request questions: the SQL store itself, or a
 	// cache over it.
 	Decider keystore.Store
@@ -48,6 +50,8 @@ type Harness struct {
 	Sync func(t testing.TB)
 	// Break makes the database unreachable for the rest of the test.
 	Break func(t testing.TB)
+	// DB is the pool under Admin, for plain SQL as an operator types it.
+	DB *sqlx.DB
 }
 
 // Factory builds a harness on a fresh, migrated database whose store uses
@@ -388,7 +392,7 @@ func testRevokeActivateDelete(t *testing.T, f Factory) {
 	verifies(k2, nil)
 
 	// Revoking it again changes nothing: no write, no change event.
-	latest, err := h.Admin.LatestChange(ctx)
+	latest, err := h.latestChange(ctx)
 	wantErr(t, "LatestChange", err, nil)
 	clock.Advance(time.Minute)
 	again, err := h.Admin.DeactivateKey(ctx, k1.ID)
@@ -396,7 +400,7 @@ func testRevokeActivateDelete(t *testing.T, f Factory) {
 	if again.Active || !again.UpdatedAt.Equal(got.UpdatedAt) {
 		t.Fatalf("revoking a revoked key wrote it: %+v, before %+v", again, got)
 	}
-	if after, err := h.Admin.LatestChange(ctx); err != nil || after != latest {
+	if after, err := h.latestChange(ctx); err != nil || after != latest {
 		t.Fatalf("revoking a revoked key logged a change: %d -> %d (%v)", latest, after, err)
 	}
 

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/keystore/sqlstore"
+)
+
+// newCmdKeys is the group of the keys commands.
+func newCmdKeys(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keys COMMAND",
+		Short: "Manage the API keys of clients",
+		Long:  "Manage the API keys of clients. A client's first active key makes it require\na key; revoking its last one opens it again.\n",
+	}
+	cmd.AddCommand(newCmdKeysCreate(a, nil), newCmdKeysList(a, nil), newCmdKeysRevoke(a, nil),
+		newCmdKeysActivate(a, nil), newCmdKeysRotate(a, nil), newCmdKeysDelete(a, nil))
+	return cmd
+}
+
+// checkClientFlag checks --client of command path.
+func checkClientFlag(path, client string) error {
+	if client == "" {
+		return usagef("%s: missing --client NAME", path)
+	}
+	return checkClientName(client)
+}
+
+// parseKeyID reads a key id argument.
+func parseKeyID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, usagef("invalid key id %q: want a positive integer (see keys list)", s)
+	}
+	return id, nil
+}
+
+// newKeyView is a created key as "keys create --json" prints it: the only
+// place a token is ever printed.
+type newKeyView struct {
+	ID        int64      `json:"id"`
+	Token     string     `json:"token"`
+	Client    string     `json:"client"`
+	Name      string     `json:"name"`
+	Prefix    string     `json:"prefix"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	CreatedAt time.Time  `json:"created_at"`
+}
+
+// printNewKey prints a new key's token, alone or as JSON.
+func (a *app) printNewKey(k keystore.NewKey, asJSON bool) error {
+	if asJSON {
+		return a.printJSON(newKeyView{
+			ID: k.ID, Token: k.Token.Reveal(), Client: k.Client, Name: k.Name, Prefix: k.Prefix,
+			ExpiresAt: k.ExpiresAt, CreatedAt: k.CreatedAt.UTC(),
+		})
+	}
+	_, err := fmt.Fprintln(a.stdout, k.Token.Reveal())
+	return err
+}
+
+// warnIfOpen tells the operator when client has no active key left.
+func (a *app) warnIfOpen(ctx context.Context, store *sqlstore.Store, client string) error {
+	if client == "" {
+		return nil
+	}
+	locked, err := store.HasActiveAPIKey(ctx, client)
+	if err != nil {
+		return fmt.Errorf("checking client %s: %w", client, err)
+	}
+	if !locked {
+		fmt.Fprintf(a.stderr, "warning: client %s has no active key left and now accepts anonymous requests\n", client)
+	}
+	return nil
+}

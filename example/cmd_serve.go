@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/llmauth/llmauth/keystore"
+)
+
+// serveOptions are the flags of serve, the default command.
+type serveOptions struct {
+	*app
+
+	addr               string
+	cacheTTL           time.Duration
+	staleIfError       time.Duration
+	maxStaleness       time.Duration
+	pollInterval       time.Duration
+	usageFlushInterval time.Duration
+	logLevel           string
+	logFormat          string
+	trustedProxies     cidrList
+}
+
+// defaultServeOptions are serve's flags when none is given.
+func defaultServeOptions() serveOptions {
+	return serveOptions{
+		addr:               "127.0.0.1:8080",
+		cacheTTL:           30 * time.Second,
+		maxStaleness:       keystore.StalenessPromise,
+		pollInterval:       500 * time.Millisecond,
+		usageFlushInterval: 5 * time.Second,
+		logLevel:           "info",
+		logFormat:          "text",
+	}
+}
+
+const serveLong = `Serve HTTP until SIGINT or SIGTERM. This is the default command.
+
+Routes:
+  POST /v1/clients/NAME/chat              protected; replies {"client", "anonymous",
+                                          "key_id", "key_name", "reply"}, where reply
+                                          echoes the request's "message"
+  POST /v1/clients/NAME/chat/completions  protected; OpenAI Chat Completions stub
+                                          whose assistant echoes the last user message
+                                          ("stream": true gives server-sent events):
+                                          point an OpenAI SDK at base URL
+                                          http://HOST:PORT/v1/clients/NAME
+  GET  /v1/clients/NAME/models            protected; lists the one model
+  GET  /healthz                           200 while the process runs
+  GET  /readyz                            200 while the database answers, else 503
+  GET  /metrics                           Prometheus metrics (llmauth_requests_total
+                                          by client and outcome, cache, store, ...)
+
+A client with no active key answers anyone. Once it has an active key, it
+needs "Authorization: Bearer TOKEN" with a valid key of that client: 401
+without a token or with a bad one, 400 for a malformed Authorization header,
+404 for an unknown client, 503 (with Retry-After) when the database cannot
+tell. Changes made by any process reach every server within a second.
+
+The remote IP in logs is the peer address: X-Forwarded-For is not trusted
+unless the peer is in a --trusted-proxy range.
+
+With the embedded default database and no client yet, serve creates the
+clients demo-open (no key) and demo-secure (one key) and prints, once, how
+to call them with curl.
+
+Logs go to stderr; the line "listening on http://ADDR" gives the bound
+address. SIGINT or SIGTERM shut down gracefully: requests in flight finish
+(up to 10s), pending last-used times are written, and the exit status is 0
+(1 if they could not be written).
+`
+
+func newCmdServe(a *app, runF func(context.Context, *serveOptions) error) *cobra.Command {
+	o := defaultServeOptions()
+	o.app = a
+	if runF == nil {
+		runF = serve
+	}
+	cmd := &cobra.Command{
+		Use:   "serve [--addr HOST:PORT] [flags]",
+		Short: "Serve HTTP until SIGINT or SIGTERM (the default command)",
+		Long:  serveLong,
+		Args:  exactArgs(),
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runF(cmd.Context(), &o) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.addr, "addr", o.addr, "listen on `HOST:PORT` (port 0 picks a free port; the log line \"listening on\" shows it)")
+	fs.DurationVar(&o.cacheTTL, "cache-ttl", o.cacheTTL, "trust a cached client state or verified key for `DURATION` without asking the database; a change ends it early")
+	fs.DurationVar(&o.staleIfError, "stale-if-error", o.staleIfError, "while the database is down or cut off, serve cached decisions up to `DURATION` past --cache-ttl, giving up the one-second bound on changes (0: never)")
+	fs.DurationVar(&o.maxStaleness, "max-staleness", o.maxStaleness, "answer from the cache only while the change log was read successfully within `DURATION` (at most 1s); past it, ask the database or answer 503")
+	fs.DurationVar(&o.pollInterval, "poll-interval", o.pollInterval, "poll the change log every `DURATION`: the bound on propagation when PostgreSQL notifications are unavailable, and the only path on SQLite")
+	fs.DurationVar(&o.usageFlushInterval, "usage-flush-interval", o.usageFlushInterval, "write keys' last_used_at every `DURATION` (and once more at shutdown)")
+	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log `LEVEL`: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log `FORMAT`: text or json (logs go to stderr)")
+	fs.Var(&o.trustedProxies, "trusted-proxy", "trust X-Forwarded-For from proxies in this `CIDR` (repeatable); without it the peer address is the client IP")
+	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// validateServe refuses bad serve flags before anything starts.
+func (o *serveOptions) validateServe() error {
+	_, port, err := net.SplitHostPort(o.addr)
+	if err != nil {
+		return usagef("serve: invalid --addr %q: want HOST:PORT", o.addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return usagef("serve: invalid --addr %q: the port must be a number from 0 to 65535", o.addr)
+	}
+	for _, d := range []struct {
+		name   string
+		v      time.Duration
+		zeroOK bool
+	}{
+		{"--cache-ttl", o.cacheTTL, false},
+		{"--stale-if-error", o.staleIfError, true},
+		{"--max-staleness", o.maxStaleness, false},
+		{"--poll-interval", o.pollInterval, false},
+		{"--usage-flush-interval", o.usageFlushInterval, false},
+	} {
+		if d.v < 0 || (d.v == 0 && !d.zeroOK) {
+			return usagef("serve: %s must be a positive duration, got %s", d.name, d.v)
+		}
+	}
+	if o.maxStaleness > keystore.StalenessPromise {
+		return usagef("serve: --max-staleness %s exceeds the %s bound on changes", o.maxStaleness, keystore.StalenessPromise)
+	}
+	if o.pollInterval >= o.maxStaleness {
+		return usagef("serve: --poll-interval %s must be shorter than --max-staleness %s", o.pollInterval, o.maxStaleness)
+	}
+	if _, err := parseLogLevel(o.logLevel); err != nil {
+		return err
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return usagef("serve: invalid --log-format %q: want text or json", o.logFormat)
+	}
+	return nil
+}
+
+// cidrList is a repeatable flag of CIDR ranges.
+type cidrList []*net.IPNet
+
+func (l *cidrList) String() string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(*l))
+	for i, n := range *l {
+		s[i] = n.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *cidrList) Set(v string) error {
+	_, n, err := net.ParseCIDR(v)
+	if err != nil {
+		return fmt.Errorf("not a CIDR range like 10.0.0.0/8")
+	}
+	*l = append(*l, n)
+	return nil
+}
+
+func (l *cidrList) Type() string { return "cidr" }

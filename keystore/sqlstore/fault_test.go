@@ -1,0 +1,362 @@
+package sqlstore_test
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/llmauth/llmauth/internal/faultproxy"
+	"github.com/llmauth/llmauth/internal/pgtest"
+	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/keystore/cache"
+	"github.com/llmauth/llmauth/keystore/sqlstore"
+)
+
+// feedCounter counts a watcher's flushes by reason and a cache's lease
+// lapses.
+type feedCounter struct {
+	cacheEvents
+	mu      sync.Mutex
+	flushes map[string]int
+	lapses  atomic.Int32
+}
+
+func newFeedCounter() *feedCounter { return &feedCounter{flushes: map[string]int{}} }
+
+func (f *feedCounter) ChangeEvent(string) {}
+func (f *feedCounter) ListenerUp(bool)    {}
+func (f *feedCounter) Flushed(reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flushes[reason]++
+}
+func (f *feedCounter) LeaseChanged(fresh bool) {
+	if !fresh {
+		f.lapses.Add(1)
+	}
+}
+func (f *feedCounter) count(reason string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.flushes[reason]
+}
+
+// leased is one server's cache and watcher with the freshness lease on (the
+// production setting): TTL an hour, so only the feed or the lease can make
+// a change visible.
+type leased struct {
+	cache   *cache.Cache
+	watcher *sqlstore.Watcher
+	feed    *feedCounter
+}
+
+func startLeased(t *testing.T, url string, wopts sqlstore.WatcherOptions) leased {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	s, err := sqlstore.New(ctx, db, sqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed := newFeedCounter()
+	c, err := cache.New(s, cache.Options{TTL: time.Hour, NegativeTTL: time.Hour, Observer: feed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	wopts.Observer = feed
+	w, err := sqlstore.NewWatcher(s, c, wopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	return leased{cache: c, watcher: w, feed: feed}
+}
+
+// keyedClient creates a client with n keys.
+func keyedClient(t *testing.T, admin *sqlstore.Store, n int) (string, []keystore.NewKey) {
+	t.Helper()
+	ctx := context.Background()
+	name := uniqueName("bot")
+	if _, err := admin.CreateClient(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	var keys []keystore.NewKey
+	for range n {
+		k, err := admin.CreateKey(ctx, name, keystore.KeySpec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	return name, keys
+}
+
+// TestPartition freezes all traffic between one server and PostgreSQL,
+// connections held open, while an admin revokes a key over a direct
+// connection. No request may accept the revoked token later than the
+// staleness bound plus one poll interval after the commit; when the
+// partition heals, service returns without a restart.
+func TestPartition(t *testing.T) {
+	t.Parallel()
+	direct := pgtest.NewDatabase(t)
+	admin := rawHarness(func(testing.TB) string { return direct })(t, nil).Admin
+	client, keys := keyedClient(t, admin, 2)
+
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := faultproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	proxied := u.String()
+	const poll = 500 * time.Millisecond
+	srv := startLeased(t, proxied, sqlstore.WatcherOptions{PostgresURL: proxied, PollInterval: poll})
+
+	ctx := context.Background()
+	for _, k := range keys {
+		if _, err := srv.cache.Verify(ctx, client, k.Token); err != nil {
+			t.Fatalf("before the partition: %v", err)
+		}
+	}
+
+	proxy.Freeze()
+	if _, err := admin.DeactivateKey(ctx, keys[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	limit := committed.Add(keystore.StalenessPromise + poll)
+	// Probe as requests would, each with its own short deadline, until well
+	// past the limit.
+	var lastOK time.Time
+	var unavailable int
+	for time.Since(committed) < 3*time.Second {
+		rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		_, err := srv.cache.Verify(rctx, client, keys[0].Token)
+		cancel()
+		switch {
+		case err == nil:
+			lastOK = time.Now()
+		case errors.Is(err, keystore.ErrUnavailable):
+			unavailable++
+		case errors.Is(err, keystore.ErrInvalidToken):
+			t.Fatal("the partitioned server cannot know of the revoke, yet refused the token as invalid")
+		default:
+			t.Fatalf("unexpected error: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if lastOK.After(limit) {
+		t.Fatalf("revoked token accepted %v after its commit, past the %v bound plus a %v poll",
+			lastOK.Sub(committed).Round(time.Millisecond), keystore.StalenessPromise, poll)
+	}
+	if unavailable == 0 {
+		t.Fatal("no request was refused as unavailable during the partition")
+	}
+	if srv.cache.Fresh() == nil {
+		t.Fatal("Fresh() = nil during the partition")
+	}
+	if srv.feed.lapses.Load() == 0 {
+		t.Fatal("the lease lapse was not reported")
+	}
+	t.Logf("PARTITION: revoked token last accepted %v after the commit (bound %v + poll %v); %d probes refused as unavailable",
+		lastOK.Sub(committed).Round(time.Millisecond), keystore.StalenessPromise, poll, unavailable)
+
+	proxy.Thaw()
+	thawed := time.Now()
+	waitFor(t, "service after the partition heals", 15*time.Second, func() bool {
+		_, err1 := srv.cache.Verify(ctx, client, keys[0].Token)
+		_, err2 := srv.cache.Verify(ctx, client, keys[1].Token)
+		return errors.Is(err1, keystore.ErrInvalidToken) && err2 == nil && srv.cache.Fresh() == nil
+	})
+	t.Logf("PARTITION: service back %v after the thaw", time.Since(thawed).Round(time.Millisecond))
+}
+
+// TestChangeIDsBackwards empties the change log under running watchers
+// (TRUNCATE … RESTART IDENTITY on PostgreSQL, DELETE on SQLite, with and
+// without resetting SQLite's sequence), then changes keys: each change is
+// seen within a second of its commit, and the flush is counted.
+func TestChangeIDsBackwards(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		url     func(testing.TB) string
+		clear   string
+		reasons []string
+	}{
+		{"postgres truncate restart identity", pgtest.NewDatabase, `TRUNCATE llmauth_changes RESTART IDENTITY`, []string{"ids_backwards"}},
+		{"postgres delete", pgtest.NewDatabase, `DELETE FROM llmauth_changes`, []string{"rows_missing", "ids_backwards"}},
+		{"sqlite delete", sqliteURL, `DELETE FROM llmauth_changes`, []string{"rows_missing", "ids_backwards"}},
+		{"sqlite delete and reset the sequence", sqliteURL, `DELETE FROM llmauth_changes; DELETE FROM sqlite_sequence WHERE name = 'llmauth_changes'`, []string{"ids_backwards"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			url := tc.url(t)
+			admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
+			ctx := context.Background()
+			twoKeys, keys := keyedClient(t, admin, 2)
+			open, _ := keyedClient(t, admin, 0)
+			for range 5 { // ids well above what follows the reset
+				keyedClient(t, admin, 0)
+			}
+			srv := startLeased(t, url, sqlstore.WatcherOptions{})
+			if _, err := srv.cache.Verify(ctx, twoKeys, keys[0].Token); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := srv.cache.ClientState(ctx, open); err != nil || st.RequiresKey {
+				t.Fatalf("ClientState(open) = %+v, %v", st, err)
+			}
+			if err := rawExec(admin, tc.clear); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := admin.DeactivateKey(ctx, keys[0].ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := admin.CreateKey(ctx, open, keystore.KeySpec{}); err != nil {
+				t.Fatal(err)
+			}
+			committed := time.Now()
+			waitFor(t, "revoke and first key seen after the log was emptied", time.Second, func() bool {
+				_, err := srv.cache.Verify(ctx, twoKeys, keys[0].Token)
+				st, err2 := srv.cache.ClientState(ctx, open)
+				return errors.Is(err, keystore.ErrInvalidToken) && err2 == nil && st.RequiresKey
+			})
+			t.Logf("BACKWARDS %s: seen %v after the commit", tc.name, time.Since(committed).Round(time.Millisecond))
+			var n int
+			for _, r := range tc.reasons {
+				n += srv.feed.count(r)
+			}
+			if n == 0 {
+				t.Fatalf("no flush counted under %v: %v", tc.reasons, srv.feed.flushes)
+			}
+		})
+	}
+}
+
+// TestHoleOutlivesRetention holds a revoke's transaction open, its change
+// id below ids already read, for longer than Retention: the watcher
+// flushes when the hole expires and still sees the commit within a second.
+// A rolled-back hole is forgotten without a flush.
+func TestHoleOutlivesRetention(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
+	ctx := context.Background()
+	client, keys := keyedClient(t, admin, 2)
+	const retention = 2 * time.Second
+	srv := startLeased(t, url, sqlstore.WatcherOptions{Retention: retention})
+	if _, err := srv.cache.Verify(ctx, client, keys[0].Token); err != nil {
+		t.Fatal(err)
+	}
+
+	// A rolled-back transaction leaves a hole that must not cost a flush.
+	tx, err := admin.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET is_active = false WHERE id = $1`, keys[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	keyedClient(t, admin, 0)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * retention)
+	if n := srv.feed.count("hole_expired"); n != 0 {
+		t.Fatalf("a rolled-back hole caused %d hole_expired flushes", n)
+	}
+
+	tx, err = admin.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET is_active = false WHERE id = $1`, keys[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	keyedClient(t, admin, 0) // a later id commits first
+	waitFor(t, "the hole expires", 3*retention, func() bool { return srv.feed.count("hole_expired") > 0 })
+	if _, err := srv.cache.Verify(ctx, client, keys[0].Token); err != nil {
+		t.Fatalf("before the commit: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	waitFor(t, "the late commit seen after its hole expired", time.Second, func() bool {
+		_, err := srv.cache.Verify(ctx, client, keys[0].Token)
+		return errors.Is(err, keystore.ErrInvalidToken)
+	})
+	t.Logf("HOLE: late commit seen %v after it, %d hole_expired flush(es)", time.Since(committed).Round(time.Millisecond), srv.feed.count("hole_expired"))
+}
+
+// TestLeaseUnderLoad keeps 16 callers busy against a healthy database with
+// the lease on: not one request may fail.
+func TestLeaseUnderLoad(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		url  func(testing.TB) string
+	}{{"sqlite", sqliteURL}, {"postgres", pgtest.NewDatabase}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			url := tc.url(t)
+			admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
+			client, keys := keyedClient(t, admin, 1)
+			open, _ := keyedClient(t, admin, 0)
+			srv := startLeased(t, url, sqlstore.WatcherOptions{})
+			ctx := context.Background()
+			var calls, failures atomic.Int64
+			var firstErr atomic.Value
+			stop := time.Now().Add(4 * time.Second)
+			var wg sync.WaitGroup
+			for g := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Now().Before(stop) {
+						rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+						var err error
+						if g%2 == 0 {
+							_, err = srv.cache.Verify(rctx, client, keys[0].Token)
+						} else {
+							_, err = srv.cache.ClientState(rctx, open)
+						}
+						cancel()
+						calls.Add(1)
+						if err != nil {
+							failures.Add(1)
+							firstErr.CompareAndSwap(nil, err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			t.Logf("LOAD %s: %d calls, %d failures, %d lease lapses", tc.name, calls.Load(), failures.Load(), srv.feed.lapses.Load())
+			if failures.Load() != 0 {
+				t.Fatalf("%d of %d calls failed under load with a healthy database; first: %v", failures.Load(), calls.Load(), firstErr.Load())
+			}
+		})
+	}
+}
+
+// cacheEvents ignores a cache's events; the observers here embed it.
+type cacheEvents struct{}
+
+func (cacheEvents) CacheLookup(string, bool)               {}
+func (cacheEvents) StaleServed(string)                     {}
+func (cacheEvents) Invalidated(string)                     {}
+func (cacheEvents) StoreCall(string, time.Duration, error) {}
+func (cacheEvents) LeaseChanged(bool)                      {}

@@ -1,0 +1,514 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/llmauth/llmauth/keystore"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// ChangeChannel is the PostgreSQL channel the triggers notify.
+const ChangeChannel = "llmauth_changes"
+
+// Invalidator is what a [Watcher] feeds: [Cache] implements it.
+type Invalidator interface {
+	// Apply drops what a batch of changes affects.
+	Apply(changes []keystore.Change)
+	// Flush drops everything: changes may have been missed.
+	Flush()
+	// Confirm records that every change committed before seen has been
+	// applied (see [Cache.Confirm]).
+	Confirm(seen time.Time)
+}
+
+// FlushReason says why a [Watcher] dropped a whole cache.
+type FlushReason string
+
+// The reasons a watcher flushes: each is a moment it could not prove that
+// it had seen every change.
+const (
+	// FlushListenerReconnect: the LISTEN connection was re-established;
+	// notifications sent meanwhile are lost.
+	FlushListenerReconnect FlushReason = "listener_reconnect"
+	// FlushUnreadableNotification: a notification's payload did not parse.
+	FlushUnreadableNotification FlushReason = "unreadable_notification"
+	// FlushIDsBackwards: the newest change id is below the highest one
+	// seen (TRUNCATE … RESTART IDENTITY, an older backup restored, a
+	// failover to a lagging replica).
+	FlushIDsBackwards FlushReason = "ids_backwards"
+	// FlushRowsMissing: the last row seen is gone or is another row (the
+	// log was cleared or rewritten), though newer ids exist.
+	FlushRowsMissing FlushReason = "rows_missing"
+	// FlushHoleExpired: a missing change id stayed missing for Retention;
+	// a change committed later than that would be lost.
+	FlushHoleExpired FlushReason = "hole_expired"
+	// FlushBacklog: more missing ids than the watcher tracks.
+	FlushBacklog FlushReason = "backlog"
+	// FlushRecovered: the change log could not be read for so long that
+	// rows may have been pruned unseen.
+	FlushRecovered FlushReason = "recovered"
+	// FlushDatabaseReplaced: the SQLite file was replaced under the store.
+	FlushDatabaseReplaced FlushReason = "database_replaced"
+)
+
+// FlushReasons lists every FlushReason, for metrics that start at zero.
+var FlushReasons = []FlushReason{
+	FlushListenerReconnect, FlushUnreadableNotification, FlushIDsBackwards, FlushRowsMissing,
+	FlushHoleExpired, FlushBacklog, FlushRecovered, FlushDatabaseReplaced,
+}
+
+// WatcherObserver receives the watcher's events; metrics.Metrics implements
+// it.
+type WatcherObserver interface {
+	ChangeEvent(path string)
+	ListenerUp(up bool)
+	// Flushed counts one flush of the whole cache, by reason.
+	Flushed(reason string)
+}
+
+// WatcherOptions configures a [Watcher]. The zero value polls only.
+type WatcherOptions struct {
+	// PostgresURL, when set, makes the watcher LISTEN on [ChangeChannel]
+	// through a dedicated connection, so changes arrive within
+	// milliseconds. Leave it empty on SQLite.
+	PostgresURL string
+	// PollInterval is how often the change log is polled: the bound on
+	// staleness when notifications are lost or unavailable, and how often
+	// the cache's freshness is confirmed. Keep it well below the sink's
+	// staleness bound (see [CacheOptions.MaxStaleness]), or cached answers
+	// lapse between polls and requests go to the store.
+	// Default: 500ms, or half the bound if that is shorter.
+	PollInterval time.Duration
+	// PollTimeout bounds one poll, so that a hung connection cannot keep
+	// the poller waiting while the staleness bound passes. It must be
+	// shorter than the bound. Default: 3/4 of the sink's staleness bound
+	// (750ms with the default 1s).
+	PollTimeout time.Duration
+	// Retention is how long change-log rows are kept, and how long a hole
+	// in the change ids (on PostgreSQL, a transaction that took an id and
+	// has not committed yet, or one that rolled back) is looked for on
+	// every poll; a hole still missing after Retention flushes the cache.
+	// Default: 10m.
+	Retention time.Duration
+	// Now is the clock of freshness confirmations; it must be the sink's
+	// clock (see [CacheOptions.Now]). Default: time.Now.
+	Now func() time.Time
+	// Logger receives connection events, flushes and poll failures.
+	// Default: discard.
+	Logger *slog.Logger
+	// Observer, when set, counts events by path, flushes by reason and the
+	// listener's state.
+	Observer WatcherObserver
+}
+
+// Watcher turns database changes into cache invalidations and confirms the
+// cache's freshness. On PostgreSQL it listens for the triggers'
+// notifications; on every database it polls the change log, which covers
+// SQLite, lost notifications and reconnects, and proves after each
+// successful read that every change up to the read's start has been
+// applied. Whenever it cannot prove it saw everything (a reconnect, ids
+// going backwards, rows missing, a hole outliving Retention) it flushes the
+// cache, counted by [FlushReason].
+type Watcher struct {
+	store *Store
+	sink  Invalidator
+	opts  WatcherOptions
+	log   *slog.Logger
+
+	// polling serialises polls, so that a Poll returns only after every
+	// change it, or a poll running when it was called, took as seen has
+	// been applied.
+	polling sync.Mutex
+
+	mu        sync.Mutex
+	pos       changePosition
+	failing   time.Time // when polls started failing; zero while they succeed
+	lastPrune time.Time
+
+	started   bool
+	closeOnce sync.Once
+	closeErr  error
+	listener  *pq.Listener
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// NewWatcher builds a watcher over store's change log that feeds sink.
+// It fails with ErrInvalidInput on a negative duration, a PostgresURL on
+// SQLite, or a PollInterval or PollTimeout not shorter than the sink's
+// staleness bound.
+func NewWatcher(store *Store, sink Invalidator, opts WatcherOptions) (*Watcher, error) {
+	if store == nil || sink == nil {
+		return nil, fmt.Errorf("%w: watcher needs a store and a sink", keystore.ErrInvalidInput)
+	}
+	if opts.PollInterval < 0 || opts.Retention < 0 || opts.PollTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative watcher interval", keystore.ErrInvalidInput)
+	}
+	if opts.PostgresURL != "" && !store.isPostgres() {
+		return nil, fmt.Errorf("%w: PostgresURL set for a SQLite store", keystore.ErrInvalidInput)
+	}
+	bound := keystore.StalenessPromise
+	if b, ok := sink.(interface{ MaxStaleness() time.Duration }); ok {
+		bound = b.MaxStaleness()
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = min(500*time.Millisecond, bound/2)
+	}
+	if opts.PollTimeout == 0 {
+		opts.PollTimeout = bound * 3 / 4
+	}
+	if opts.PollTimeout >= bound {
+		return nil, fmt.Errorf("%w: PollTimeout %v must be shorter than the staleness bound %v", keystore.ErrInvalidInput, opts.PollTimeout, bound)
+	}
+	if opts.Retention == 0 {
+		opts.Retention = 10 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Watcher{store: store, sink: sink, opts: opts, log: log, pos: newChangePosition(opts.Retention)}, nil
+}
+
+// Start reads the change log's position, confirms the sink's freshness,
+// and starts the poller and, on PostgreSQL, the listener, which connects in
+// the background (polling covers the meantime). It fails if the database
+// does not answer, or if the watcher was started before. Close stops both.
+func (w *Watcher) Start(ctx context.Context) error {
+	w.mu.Lock()
+	if w.started {
+		w.mu.Unlock()
+		return fmt.Errorf("%w: watcher already started", keystore.ErrInvalidInput)
+	}
+	w.started = true
+	w.mu.Unlock()
+	seen := w.opts.Now()
+	if err := w.reposition(ctx); err != nil {
+		w.mu.Lock()
+		w.started = false
+		w.mu.Unlock()
+		return err
+	}
+	w.mu.Lock()
+	w.lastPrune = time.Now()
+	w.mu.Unlock()
+	// Nothing is cached from before this moment that the sink must drop:
+	// what it holds was read after seen or is dropped by what polls find.
+	w.sink.Confirm(seen)
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w.cancel = cancel
+	if w.opts.PostgresURL != "" {
+		w.listener = pq.NewListener(w.opts.PostgresURL, 100*time.Millisecond, 2*time.Second, w.listenerEvent)
+		w.wg.Add(1)
+		go w.listen(runCtx)
+	}
+	w.wg.Add(1)
+	go w.pollLoop(runCtx)
+	return nil
+}
+
+// startWindow is how far below the newest change id the watcher looks for
+// ids that are missing when it takes its position.
+const startWindow = 1000
+
+// reposition places the watcher after the newest change, remembering as
+// holes the ids missing among the newest startWindow on PostgreSQL (above
+// the oldest one present: ids below it are pruned, not pending). Each is a
+// transaction still open, or one rolled back. SQLite hands out ids at
+// commit, so it has none.
+func (w *Watcher) reposition(ctx context.Context) error {
+	win, err := w.store.changesAfter(ctx, 1<<63-1, 1)
+	if err != nil {
+		return err
+	}
+	var rows []changeRow
+	if w.store.isPostgres() && win.latest != nil && win.latest.ID > 1 {
+		rows, err = w.store.changesSince(ctx, max(0, win.latest.ID-startWindow), startWindow)
+		if err != nil {
+			return err
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pos.reset(win.latest, rows, win.xmax, time.Now())
+	return nil
+}
+
+// Close stops the watcher and waits for its goroutines. Closing twice, or
+// a watcher never started, is fine.
+func (w *Watcher) Close() error {
+	w.closeOnce.Do(func() {
+		if w.cancel != nil {
+			w.cancel()
+		}
+		if w.listener != nil {
+			w.closeErr = w.listener.Close()
+		}
+		w.wg.Wait()
+		if w.opts.Observer != nil && w.listener != nil {
+			w.opts.Observer.ListenerUp(false)
+		}
+	})
+	return w.closeErr
+}
+
+// flush drops the whole cache and counts why.
+func (w *Watcher) flush(reason FlushReason) {
+	w.sink.Flush()
+	if w.opts.Observer != nil {
+		w.opts.Observer.Flushed(string(reason))
+	}
+}
+
+func (w *Watcher) listenerEvent(ev pq.ListenerEventType, err error) {
+	switch ev {
+	case pq.ListenerEventConnected, pq.ListenerEventReconnected:
+		w.log.Info("change listener connected")
+		if w.opts.Observer != nil {
+			w.opts.Observer.ListenerUp(true)
+		}
+	case pq.ListenerEventDisconnected:
+		w.log.Warn("change listener disconnected; polling covers the gap", "err", err)
+		if w.opts.Observer != nil {
+			w.opts.Observer.ListenerUp(false)
+		}
+	case pq.ListenerEventConnectionAttemptFailed:
+		w.log.Debug("change listener reconnect failed", "err", err)
+	}
+}
+
+func (w *Watcher) listen(ctx context.Context) {
+	defer w.wg.Done()
+	defer func() {
+		// lib/pq blocks sending to Notify until Close closes it: keep
+		// reading so that its goroutine can finish.
+		for range w.listener.Notify {
+		}
+	}()
+	// Listen waits until a connection exists, so it runs here, not in Start.
+	if err := w.listener.Listen(ChangeChannel); err != nil {
+		if ctx.Err() == nil {
+			w.log.Error("change listener: LISTEN failed; polling only", "err", err)
+		}
+		return
+	}
+	ping := time.NewTicker(30 * time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case n, ok := <-w.listener.Notify:
+			if !ok {
+				return
+			}
+			if n == nil {
+				// lib/pq's signal that the connection was re-established:
+				// whatever was notified meanwhile is gone.
+				w.log.Warn("change listener reconnected; flushing the cache (notifications sent meanwhile are lost)")
+				w.flush(FlushListenerReconnect)
+				continue
+			}
+			ch, err := parseNotification(n.Extra)
+			if err != nil {
+				w.log.Warn("unreadable change notification; flushing the cache", "err", err)
+				w.flush(FlushUnreadableNotification)
+				continue
+			}
+			// Every notification is applied, whatever its id: invalidation
+			// is idempotent, and an id below the poller's position may be
+			// a late commit or a log whose ids went backwards.
+			w.sink.Apply([]keystore.Change{ch})
+			if w.opts.Observer != nil {
+				w.opts.Observer.ChangeEvent("notify")
+			}
+		case <-ping.C:
+			// Finds a dead connection that TCP has not yet reported; lib/pq
+			// then reconnects, and the nil notification flushes.
+			_ = w.listener.Ping()
+		}
+	}
+}
+
+func parseNotification(payload string) (keystore.Change, error) {
+	f := strings.Fields(payload)
+	if len(f) != 4 {
+		return keystore.Change{}, fmt.Errorf("sqlstore: notification %q: want 4 fields", payload)
+	}
+	id, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return keystore.Change{}, fmt.Errorf("sqlstore: notification id: %w", err)
+	}
+	num := func(s string) (int64, error) {
+		if s == "-" {
+			return 0, nil
+		}
+		return strconv.ParseInt(s, 10, 64)
+	}
+	cid, err := num(f[2])
+	if err != nil {
+		return keystore.Change{}, fmt.Errorf("sqlstore: notification client id: %w", err)
+	}
+	kid, err := num(f[3])
+	if err != nil {
+		return keystore.Change{}, fmt.Errorf("sqlstore: notification key id: %w", err)
+	}
+	return keystore.Change{ID: id, Source: f[1], ClientID: cid, KeyID: kid}, nil
+}
+
+func (w *Watcher) pollLoop(ctx context.Context) {
+	defer w.wg.Done()
+	t := time.NewTicker(w.opts.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, w.opts.PollTimeout)
+			err := w.Poll(pctx)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				w.log.Debug("change poll failed", "err", err)
+			}
+		}
+	}
+}
+
+// recoveryFlushAfter is the share of Retention after which a watcher that
+// could not read the change log flushes when it can again: rows it has not
+// seen may have been pruned by then.
+const recoveryFlushAfter = 2
+
+// Poll reads the change log once and applies what is new: every row after
+// the last one seen, and any row that filled a hole (a PostgreSQL
+// transaction that committed after a later id became visible). It reads
+// until it has caught up, flushes instead where it cannot prove it saw
+// every change, and then confirms the sink's freshness as of the moment it
+// started. The poller calls it every PollInterval with PollTimeout; tests
+// and tools may call it to catch up at once: when it returns nil, every
+// change committed before the call, and every change notified before it,
+// has been applied.
+func (w *Watcher) Poll(ctx context.Context) error {
+	w.polling.Lock()
+	defer w.polling.Unlock()
+	seen := w.opts.Now()
+	fresh, reason, err := w.read(ctx)
+	now := time.Now()
+	w.mu.Lock()
+	wasFailing := w.failing
+	switch {
+	case err != nil && wasFailing.IsZero():
+		w.failing = now
+	case err == nil:
+		w.failing = time.Time{}
+	}
+	prune := err == nil && now.Sub(w.lastPrune) > time.Minute
+	if prune {
+		w.lastPrune = now
+	}
+	w.mu.Unlock()
+	if errors.Is(err, ErrDatabaseReplaced) {
+		// Unlike an outage, what the cache holds came from a database
+		// that is gone: drop it, so that every decision fails closed.
+		if wasFailing.IsZero() {
+			w.flush(FlushDatabaseReplaced)
+		}
+		return err
+	}
+	if err != nil {
+		if wasFailing.IsZero() {
+			w.log.Warn("cannot read the change log; cached decisions stop being used at the staleness bound", "err", err)
+		}
+		return err
+	}
+	if !wasFailing.IsZero() {
+		w.log.Info("change log readable again", "after", now.Sub(wasFailing).Round(time.Millisecond))
+		if reason == "" && now.Sub(wasFailing) > w.opts.Retention/recoveryFlushAfter {
+			reason = FlushRecovered
+		}
+	}
+	if reason != "" {
+		w.log.Warn("flushing the cache: cannot prove every change was seen", "reason", string(reason))
+		w.flush(reason)
+	} else if len(fresh) > 0 {
+		w.sink.Apply(fresh)
+	}
+	if w.opts.Observer != nil {
+		for range fresh {
+			w.opts.Observer.ChangeEvent("poll")
+		}
+	}
+	w.sink.Confirm(seen)
+	if prune {
+		if _, err := w.store.pruneChanges(ctx, w.opts.Retention); err != nil {
+			w.log.Debug("change log prune failed", "err", err)
+		}
+	}
+	return nil
+}
+
+// pollBatch is how many change-log rows one statement reads.
+const pollBatch = 1000
+
+// read fetches the new rows and the rows of holes, updating the position.
+// A non-empty reason means the cache must be flushed: the position has
+// then been taken anew.
+func (w *Watcher) read(ctx context.Context) (fresh []keystore.Change, reason FlushReason, err error) {
+	for {
+		w.mu.Lock()
+		after := w.pos.high
+		w.mu.Unlock()
+		win, err := w.store.changesAfter(ctx, after, pollBatch)
+		if err != nil {
+			return nil, "", err
+		}
+		w.mu.Lock()
+		rows, r := w.pos.advance(win, w.store.isPostgres(), time.Now())
+		w.mu.Unlock()
+		if r == FlushIDsBackwards || r == FlushRowsMissing {
+			// Take the position anew before the flush, so that a change
+			// committed after the flush is beyond it.
+			if err := w.reposition(ctx); err != nil {
+				return nil, "", err
+			}
+			return nil, r, nil
+		}
+		if r != "" {
+			reason = r
+		}
+		fresh = append(fresh, rows...)
+		if len(win.rows) < pollBatch {
+			break
+		}
+	}
+
+	w.mu.Lock()
+	look, expired := w.pos.pending(time.Now())
+	w.mu.Unlock()
+	if expired && reason == "" {
+		reason = FlushHoleExpired
+	}
+	if len(look) == 0 {
+		return fresh, reason, nil
+	}
+	late, xmin, err := w.store.holesIn(ctx, look)
+	if err != nil {
+		return nil, "", err
+	}
+	w.mu.Lock()
+	fresh = append(fresh, w.pos.filled(late, xmin)...)
+	w.mu.Unlock()
+	return fresh, reason, nil
+}
