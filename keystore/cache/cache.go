@@ -189,8 +189,9 @@ func New(inner keystore.Store, opts Options) (*Cache, error) {
 		done:     make(chan struct{}),
 	}
 	c.lease.bound = opts.MaxStaleness
+	c.lease.base = opts.Now()
 	if opts.NoChangeFeed {
-		c.lease.until.Store(1<<63 - 1)
+		c.lease.forever()
 	}
 	go c.sweep()
 	return c, nil

@@ -2,9 +2,11 @@ package cache
 
 import (
 	"fmt"
-	"github.com/llmauth/llmauth/keystore"
+	"math"
 	"sync/atomic"
 	"time"
+
+	"github.com/llmauth/llmauth/keystore"
 )
 
 // ErrStale: the cache cannot prove that it has seen every change up to a
@@ -16,23 +18,40 @@ var ErrStale = fmt.Errorf("%w: change feed not confirmed within the staleness bo
 // lease is a cache's proof of freshness: the moment up to which every
 // change is known to have been applied, plus the staleness bound. While
 // that moment is within the bound, cached answers may be used; after it,
-// only the store's own answers. It is lock-free: the request path reads one
-// atomic.
+// only the store's own answers. Times are kept as offsets from base, so
+// that with a clock that has a monotonic reading (time.Now) a step of the
+// wall clock (NTP, a resumed VM) cannot stretch the lease. It is
+// lock-free: the request path reads two atomics.
 type lease struct {
 	bound time.Duration
-	// until is the instant, in Unix nanoseconds, after which cached
-	// answers are unusable; 0 until the first confirmation.
+	base  time.Time
+	// confirmed is set by the first confirmation; until then the lease
+	// is not valid and has nothing to lapse.
+	confirmed atomic.Bool
+	// until is the offset from base after which cached answers are
+	// unusable.
 	until atomic.Int64
 	// lapsed is set when a lapse was noticed and not yet reported as over,
 	// so that each lapse is reported once.
 	lapsed atomic.Bool
 }
 
+// forever makes the lease valid for good (a cache without a change feed).
+func (l *lease) forever() {
+	l.until.Store(math.MaxInt64)
+	l.confirmed.Store(true)
+}
+
 // confirm records that every change committed before seen has been applied.
 // A confirmation older than one already held changes nothing, so that a
 // slow poll cannot shorten a newer proof.
 func (l *lease) confirm(seen time.Time) {
-	u := seen.Add(l.bound).UnixNano()
+	u := int64(seen.Sub(l.base) + l.bound)
+	if !l.confirmed.Load() {
+		l.until.Store(u)
+		l.confirmed.Store(true)
+		return
+	}
 	for {
 		old := l.until.Load()
 		if u <= old || l.until.CompareAndSwap(old, u) {
@@ -42,18 +61,19 @@ func (l *lease) confirm(seen time.Time) {
 }
 
 // valid reports whether cached answers may be used at now.
-func (l *lease) valid(now time.Time) bool { return now.UnixNano() < l.until.Load() }
+func (l *lease) valid(now time.Time) bool {
+	return l.confirmed.Load() && int64(now.Sub(l.base)) < l.until.Load()
+}
 
 // transition reports a change of state at now, once per change: lapsed is
 // true when a confirmed lease has run out, restored is true when a lapsed
 // one is valid again. A lease never confirmed has not lapsed (there is
 // nothing cached to distrust yet).
 func (l *lease) transition(now time.Time) (lapsed, restored bool) {
-	until := l.until.Load()
-	if until == 0 {
+	if !l.confirmed.Load() {
 		return false, false
 	}
-	if now.UnixNano() < until {
+	if l.valid(now) {
 		return false, l.lapsed.CompareAndSwap(true, false)
 	}
 	return l.lapsed.CompareAndSwap(false, true), false

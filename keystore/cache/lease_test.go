@@ -13,7 +13,7 @@ import (
 var leaseT0 = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 
 func TestLeaseConfirm(t *testing.T) {
-	l := lease{bound: time.Second}
+	l := lease{bound: time.Second, base: leaseT0}
 	steps := []struct {
 		seen      time.Duration // after leaseT0
 		wantUntil time.Duration
@@ -26,8 +26,8 @@ func TestLeaseConfirm(t *testing.T) {
 	}
 	for _, s := range steps {
 		l.confirm(leaseT0.Add(s.seen))
-		if got, want := l.until.Load(), leaseT0.Add(s.wantUntil).UnixNano(); got != want {
-			t.Errorf("after confirm(t0+%v): until = t0+%v, want t0+%v", s.seen, time.Duration(got-leaseT0.UnixNano()), s.wantUntil)
+		if got := time.Duration(l.until.Load()); got != s.wantUntil {
+			t.Errorf("after confirm(t0+%v): until = t0+%v, want t0+%v", s.seen, got, s.wantUntil)
 		}
 	}
 }
@@ -49,7 +49,7 @@ func TestLeaseValid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := lease{bound: time.Second}
+			l := lease{bound: time.Second, base: leaseT0}
 			if tt.confirmed {
 				l.confirm(leaseT0)
 			}
@@ -94,7 +94,7 @@ func TestLeaseTransition(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := lease{bound: time.Second}
+			l := lease{bound: time.Second, base: leaseT0}
 			for i, s := range tt.steps {
 				if s.confirm != nil {
 					l.confirm(leaseT0.Add(*s.confirm))

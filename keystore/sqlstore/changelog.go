@@ -4,9 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"github.com/llmauth/llmauth/keystore"
 	"strconv"
 	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/llmauth/llmauth/keystore"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -34,7 +37,7 @@ func (s *Store) changesSince(ctx context.Context, after int64, limit int) ([]cha
 		return nil, err
 	}
 	rows, err := s.db.QueryContext(ctx, s.q(`
-SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0), CAST(created_at AS TEXT), '0'
+SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0), CAST(created_at AS TEXT) || '/' || CAST(nonce AS TEXT), '0'
 FROM llmauth_changes WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, unavailable("changes", err)
@@ -56,14 +59,10 @@ type changeWindow struct {
 	rows   []changeRow // id > after, oldest first, at most limit
 	anchor *changeRow  // the row with id == after, when it exists
 	latest *changeRow  // the newest row; nil when the log is empty
-	// xmax is, on PostgreSQL, the statement snapshot's xmax: every
-	// transaction that took a change id before the statement has a smaller
-	// transaction id. 0 on SQLite.
-	xmax uint64
 }
 
-// snapshotXmax and snapshotXmin are the statement snapshot's bounds on
-// PostgreSQL, as text (xid8); SQLite has no concurrent writers to track.
+// snapshotExpr is a bound of the statement snapshot on PostgreSQL, as text
+// (xid8); SQLite has no concurrent writers to track.
 func (s *Store) snapshotExpr(bound string) string {
 	if s.dialect == dialectPostgres {
 		return "pg_snapshot_" + bound + "(pg_current_snapshot())::text"
@@ -81,7 +80,8 @@ func (s *Store) changesAfter(ctx context.Context, after int64, limit int) (chang
 		return changeWindow{}, err
 	}
 	rows, err := s.db.QueryContext(ctx, s.q(`
-SELECT w.id, w.source, COALESCE(w.llm_client_id, 0), COALESCE(w.api_key_id, 0), CAST(w.created_at AS TEXT), `+s.snapshotExpr("xmax")+`
+SELECT w.id, w.source, COALESCE(w.llm_client_id, 0), COALESCE(w.api_key_id, 0), CAST(w.created_at AS TEXT) || '/' || CAST(w.nonce AS TEXT), '0'
+
 FROM (
   SELECT * FROM (SELECT * FROM llmauth_changes WHERE id >= ? ORDER BY id LIMIT ?) a
   UNION ALL
@@ -90,11 +90,11 @@ FROM (
 	if err != nil {
 		return changeWindow{}, unavailable("changes", err)
 	}
-	all, xmax, err := scanChanges(rows)
+	all, _, err := scanChanges(rows)
 	if err != nil {
 		return changeWindow{}, err
 	}
-	win := changeWindow{xmax: xmax}
+	win := changeWindow{}
 	for i := range all {
 		ch := &all[i]
 		if i > 0 && all[i-1].ID == ch.ID {
@@ -109,6 +109,46 @@ FROM (
 		win.latest = ch
 	}
 	return win, nil
+}
+
+// missingIDs returns, on PostgreSQL, up to limit ids missing between the
+// rows of the change log up to upTo, oldest first.
+func (s *Store) missingIDs(ctx context.Context, upTo int64, limit int) ([]int64, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var ids []int64
+	err := s.db.SelectContext(ctx, &ids, `
+SELECT g FROM (
+  SELECT id, lead(id) OVER (ORDER BY id) AS next FROM llmauth_changes WHERE id <= $1
+) w, generate_series(w.id + 1, w.next - 1) g
+WHERE w.next > w.id + 1
+ORDER BY g LIMIT $2`, upTo, limit)
+	if err != nil {
+		return nil, unavailable("changes", err)
+	}
+	return ids, nil
+}
+
+// newXid takes a fresh transaction id on PostgreSQL (0 on SQLite). Every
+// transaction that held a change id missing from a read made before this
+// call has a smaller id, so once the snapshot xmin passes it they have all
+// ended. (A snapshot's own xmax is no such bound: it is one past the
+// newest completed transaction, and an older one may still be running.)
+func (s *Store) newXid(ctx context.Context) (uint64, error) {
+	if s.dialect != dialectPostgres {
+		return 0, nil
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var v string
+	if err := s.db.GetContext(ctx, &v, `SELECT pg_current_xact_id()::text`); err != nil {
+		return 0, unavailable("transaction id", err)
+	}
+	xid, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, unavailable("transaction id", err)
+	}
+	return xid, nil
 }
 
 // pruneChanges deletes change-log rows older than age (by the database's
@@ -151,15 +191,23 @@ func (s *Store) holesIn(ctx context.Context, ids []int64) ([]changeRow, uint64, 
 	if err := s.file.check(); err != nil {
 		return nil, 0, err
 	}
-	query, args, err := sqlx.In(`
-SELECT id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0), CAST(created_at AS TEXT), `+s.snapshotExpr("xmin")+`
-FROM llmauth_changes WHERE id IN (?)
-UNION ALL SELECT 0, '', 0, 0, '', `+s.snapshotExpr("xmin")+`
-ORDER BY 1`, ids)
-	if err != nil {
-		return nil, 0, fmt.Errorf("keystore: changes: %w", err)
+	cols := `id, source, COALESCE(llm_client_id, 0), COALESCE(api_key_id, 0), CAST(created_at AS TEXT) || '/' || CAST(nonce AS TEXT), ` + s.snapshotExpr("xmin")
+	tail := `
+UNION ALL SELECT 0, '', 0, 0, '', ` + s.snapshotExpr("xmin") + `
+ORDER BY 1`
+	var rows *sql.Rows
+	var err error
+	if s.dialect == dialectPostgres {
+		// One array parameter: an IN list would run into the protocol's
+		// limit of 65535 parameters.
+		rows, err = s.db.QueryContext(ctx, `SELECT `+cols+` FROM llmauth_changes WHERE id = ANY($1)`+tail, pq.Array(ids))
+	} else {
+		query, args, qerr := sqlx.In(`SELECT `+cols+` FROM llmauth_changes WHERE id IN (?)`+tail, ids)
+		if qerr != nil {
+			return nil, 0, fmt.Errorf("sqlstore: changes: %w", qerr)
+		}
+		rows, err = s.db.QueryContext(ctx, query, args...)
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
 		return nil, 0, unavailable("changes", err)
 	}

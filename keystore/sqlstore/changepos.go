@@ -7,15 +7,15 @@ import (
 
 // maxHoles bounds the ids remembered as missing; past it the cache is
 // flushed and the holes forgotten.
-const maxHoles = 10000
+const maxHoles = 100000
 
 // hole is a change id below the watcher's position that it has not seen.
 type hole struct {
 	since time.Time
-	// xmax is, on PostgreSQL, the xmax of the snapshot in which the hole
-	// was first missed: the transaction holding the id has a smaller
-	// transaction id, so once every transaction below xmax has ended
-	// (snapshot xmin >= xmax) a hole still missing was rolled back.
+	// xmax is, on PostgreSQL, a transaction id taken after the hole was
+	// first missed (0 until then): the transaction holding the id has a
+	// smaller one, so once every transaction up to xmax has ended
+	// (snapshot xmin > xmax) a hole still missing was rolled back.
 	xmax uint64
 	// expired is set once the hole has outlived Retention (and the cache
 	// was flushed for it); it is still looked for.
@@ -41,8 +41,9 @@ func newChangePosition(retention time.Duration) changePosition {
 // missing among rows (the newest changes, oldest first, up to latest) as
 // holes: on PostgreSQL, transactions that took an id and have not
 // committed, or rolled back.
-func (p *changePosition) reset(latest *changeRow, rows []changeRow, xmax uint64, now time.Time) {
-	clear(p.holes)
+// Holes already known are kept: looking for an id too many costs nothing,
+// forgetting one that still commits loses a change.
+func (p *changePosition) reset(latest *changeRow, rows []changeRow, now time.Time) {
 	p.high, p.stamp = 0, ""
 	if latest == nil {
 		return
@@ -56,10 +57,26 @@ func (p *changePosition) reset(latest *changeRow, rows []changeRow, xmax uint64,
 		if r.ID > latest.ID {
 			break // committed since: the next poll reads it
 		}
-		for ; next < r.ID && len(p.holes) < maxHoles; next++ {
-			p.holes[next] = &hole{since: now, xmax: xmax}
+		// No cap here: the window is at most startWindow ids.
+		for ; next < r.ID; next++ {
+			if _, known := p.holes[next]; !known {
+				p.holes[next] = &hole{since: now}
+			}
 		}
 		next = r.ID + 1
+	}
+}
+
+// addHoles remembers ids found missing below the position (by a scan of
+// the whole log at start), up to maxHoles in all.
+func (p *changePosition) addHoles(ids []int64, now time.Time) {
+	for _, id := range ids {
+		if len(p.holes) >= maxHoles {
+			return
+		}
+		if _, known := p.holes[id]; !known && id < p.high {
+			p.holes[id] = &hole{since: now}
+		}
 	}
 }
 
@@ -95,7 +112,9 @@ func (p *changePosition) advance(win changeWindow, postgres bool, now time.Time)
 				clear(p.holes)
 				break
 			}
-			p.holes[id] = &hole{since: now, xmax: win.xmax}
+			if _, known := p.holes[id]; !known {
+				p.holes[id] = &hole{since: now}
+			}
 		}
 		p.high, p.stamp = ch.ID, ch.stamp
 		fresh = append(fresh, ch.Change)
@@ -118,11 +137,32 @@ func (p *changePosition) pending(now time.Time) (look []int64, expired bool) {
 	return look, expired
 }
 
+// unbound reports whether a hole still waits for its transaction-id bound.
+func (p *changePosition) unbound() bool {
+	for _, h := range p.holes {
+		if h.xmax == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// bind gives every hole still without one the bound xid, taken after the
+// holes were seen.
+func (p *changePosition) bind(xid uint64) {
+	for _, h := range p.holes {
+		if h.xmax == 0 {
+			h.xmax = xid
+		}
+	}
+}
+
 // filled takes the rows found for holes and the looking statement's
 // snapshot xmin, and returns the rows to apply. A hole whose transaction
-// has certainly ended without its row is forgotten.
-func (p *changePosition) filled(rows []changeRow, xmin uint64) []keystore.Change {
-	var fresh []keystore.Change
+// has certainly ended without its row is forgotten; lost reports that one
+// of them had outlived Retention: its row may have committed and been
+// pruned as old before it was seen, so the caller flushes.
+func (p *changePosition) filled(rows []changeRow, xmin uint64) (fresh []keystore.Change, lost bool) {
 	for _, ch := range rows {
 		if _, ok := p.holes[ch.ID]; ok {
 			delete(p.holes, ch.ID)
@@ -130,9 +170,10 @@ func (p *changePosition) filled(rows []changeRow, xmin uint64) []keystore.Change
 		}
 	}
 	for id, h := range p.holes {
-		if h.xmax != 0 && xmin >= h.xmax {
-			delete(p.holes, id) // rolled back
+		if h.xmax != 0 && xmin > h.xmax {
+			delete(p.holes, id) // rolled back, or committed and pruned
+			lost = lost || h.expired
 		}
 	}
-	return fresh
+	return fresh, lost
 }

@@ -2,12 +2,17 @@ package sqlstore_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/llmauth/llmauth/internal/faultproxy"
 	"github.com/llmauth/llmauth/internal/pgtest"
@@ -266,9 +271,10 @@ func TestHoleOutlivesRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET is_active = false WHERE id = $1`, keys[1].ID); err != nil {
-		t.Fatal(err)
-	}
+	// Since version 5 a change id is taken at commit under a lock, so
+	// only a writer that bypasses the triggers can leave a hole: one is
+	// played here.
+	revokeOutOfOrder(t, tx, keys[1].ID)
 	keyedClient(t, admin, 0)
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
@@ -283,9 +289,7 @@ func TestHoleOutlivesRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET is_active = false WHERE id = $1`, keys[0].ID); err != nil {
-		t.Fatal(err)
-	}
+	revokeOutOfOrder(t, tx, keys[0].ID)
 	keyedClient(t, admin, 0) // a later id commits first
 	waitFor(t, "the hole expires", 3*retention, func() bool { return srv.feed.count("hole_expired") > 0 })
 	if _, err := srv.cache.Verify(ctx, client, keys[0].Token); err != nil {
@@ -360,3 +364,231 @@ func (cacheEvents) StaleServed(string)                     {}
 func (cacheEvents) Invalidated(string)                     {}
 func (cacheEvents) StoreCall(string, time.Duration, error) {}
 func (cacheEvents) LeaseChanged(bool)                      {}
+
+// TestLateCommitScenarios replays the ways a transaction holding a change
+// id was found to slip past the watcher: it commits well after later ids,
+// after a bulk job rolled back thousands of ids, after the log was emptied,
+// after a watcher (re)start far above it, or after other instances pruned
+// the log. Each runs with the triggers as installed (the change id is taken
+// at commit) and with a writer that takes it at the write, without the
+// commit-order lock (as before version 5). Every revoke is seen within a second of its
+// commit, by a watcher that polls only.
+func TestLateCommitScenarios(t *testing.T) {
+	t.Parallel()
+	type env struct {
+		t         *testing.T
+		immediate bool
+		admin     *sqlstore.Store
+		db        *sqlx.DB
+		url       string
+		client    string
+		keys      []keystore.NewKey
+		srv       leased
+	}
+	exec := func(e *env, q sqlx.ExecerContext, query string, args ...any) {
+		e.t.Helper()
+		if _, err := q.ExecContext(context.Background(), query, args...); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name  string
+		opts  sqlstore.WatcherOptions
+		start bool // start the watcher before the transaction
+		// before runs while the revoking transaction is open, after its
+		// write; between runs after the hole is seen, before the commit.
+		before, between func(e *env)
+		afterCommit     func(e *env)
+	}{
+		{name: "later id with an older transaction id", start: true,
+			before: func(e *env) { exec(e, e.db, `INSERT INTO llm_clients (name) VALUES ('later-1')`) }},
+		{name: "a bulk job of 10001 rows rolled back", start: true,
+			before: func(e *env) {
+				tx, err := e.db.Beginx()
+				if err != nil {
+					e.t.Fatal(err)
+				}
+				exec(e, tx, `SET CONSTRAINTS ALL IMMEDIATE`)
+				exec(e, tx, `INSERT INTO llm_clients (name) SELECT 'bulk-' || g FROM generate_series(1, 10001) g`)
+				_ = tx.Rollback()
+				exec(e, e.db, `INSERT INTO llm_clients (name) VALUES ('later-2')`)
+			}},
+		{name: "the log emptied while the hole is open", start: true,
+			before: func(e *env) { exec(e, e.db, `INSERT INTO llm_clients (name) VALUES ('later-3')`) },
+			between: func(e *env) {
+				exec(e, e.db, `DELETE FROM llmauth_changes`)
+				exec(e, e.db, `INSERT INTO llm_clients (name) VALUES ('later-4')`)
+				time.Sleep(1200 * time.Millisecond)
+			}},
+		{name: "a watcher started 1001 ids above the hole", start: false,
+			before: func(e *env) {
+				exec(e, e.db, `INSERT INTO llm_clients (name) SELECT 'many-' || g FROM generate_series(1, 1001) g`)
+			}},
+		{name: "the late row pruned by another instance", start: true, opts: sqlstore.WatcherOptions{Retention: 2 * time.Second},
+			before: func(e *env) { exec(e, e.db, `INSERT INTO llm_clients (name) VALUES ('later-5')`) },
+			between: func(e *env) {
+				if e.immediate { // deferred, the change has no id yet
+					waitFor(e.t, "the hole expires", 10*time.Second, func() bool { return e.srv.feed.count("hole_expired") > 0 })
+				}
+			},
+			afterCommit: func(e *env) {
+				exec(e, e.db, `DELETE FROM llmauth_changes WHERE id < (SELECT max(id) FROM llmauth_changes)`)
+			}},
+	}
+	for _, tc := range cases {
+		for _, outOfOrder := range []bool{false, true} {
+			name := tc.name
+			if outOfOrder {
+				name += ", writer without the commit-order lock"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				url := pgtest.NewDatabase(t)
+				h := rawHarness(func(testing.TB) string { return url })(t, nil)
+				e := &env{t: t, immediate: outOfOrder, admin: h.Admin, db: h.Admin.DB(), url: url}
+				e.client, e.keys = keyedClient(t, h.Admin, 2)
+				start := func() {
+					e.srv = startLeased(t, url, tc.opts)
+					if _, err := e.srv.cache.Verify(ctx, e.client, e.keys[0].Token); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if tc.start {
+					start()
+				}
+				tx, err := e.db.Beginx()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tx.Rollback()
+				if outOfOrder {
+					revokeOutOfOrder(t, tx, e.keys[0].ID)
+				} else {
+					exec(e, tx, `UPDATE api_keys SET is_active = false WHERE id = $1`, e.keys[0].ID)
+				}
+				tc.before(e)
+				if !tc.start {
+					start()
+				}
+				time.Sleep(1200 * time.Millisecond) // polls see the hole
+				if tc.between != nil {
+					tc.between(e)
+				}
+				if _, err := e.srv.cache.Verify(ctx, e.client, e.keys[0].Token); err != nil {
+					t.Fatalf("before the commit: %v", err)
+				}
+				if err := tx.Commit(); err != nil {
+					t.Fatal(err)
+				}
+				committed := time.Now()
+				if tc.afterCommit != nil {
+					tc.afterCommit(e)
+				}
+				waitFor(t, "the revoke seen", time.Second, func() bool {
+					_, err := e.srv.cache.Verify(ctx, e.client, e.keys[0].Token)
+					return errors.Is(err, keystore.ErrInvalidToken)
+				})
+				t.Logf("LATE %s: seen %v after the commit", name, time.Since(committed).Round(time.Millisecond))
+			})
+		}
+	}
+}
+
+// TestSQLiteLogRewrittenWithinASecond empties the log and resets its
+// sequence, then writes as many changes as the watcher had seen, in one
+// transaction within the same second: the row now at the watcher's
+// position has the same id and created_at, but not the same nonce.
+func TestSQLiteLogRewrittenWithinASecond(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := sqliteURL(t)
+	admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
+	client, keys := keyedClient(t, admin, 2)
+	srv := startLeased(t, url, sqlstore.WatcherOptions{PollInterval: time.Hour})
+	if _, err := srv.cache.Verify(ctx, client, keys[0].Token); err != nil {
+		t.Fatal(err)
+	}
+	db := admin.DB()
+	var high int64
+	if err := db.GetContext(ctx, &high, `SELECT max(id) FROM llmauth_changes`); err != nil {
+		t.Fatal(err)
+	}
+	var seenAt string
+	if err := db.GetContext(ctx, &seenAt, `SELECT CAST(created_at AS TEXT) FROM llmauth_changes WHERE id = ?`, high); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	for _, q := range []string{
+		`DELETE FROM llmauth_changes`,
+		`DELETE FROM sqlite_sequence WHERE name = 'llmauth_changes'`,
+		`UPDATE api_keys SET is_active = 0 WHERE id = ` + strconv.FormatInt(keys[0].ID, 10),
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Pad the log to the watcher's position; the stamp of the row there is
+	// made equal to what the watcher saw, but for the nonce.
+	for i := 0; ; i++ {
+		var n int64
+		if err := tx.GetContext(ctx, &n, `SELECT COALESCE(max(id), 0) FROM llmauth_changes`); err != nil {
+			t.Fatal(err)
+		}
+		if n >= high {
+			break
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO llm_clients (name) VALUES (?)`, "pad-"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE llmauth_changes SET created_at = ? WHERE id = ?`, seenAt, high); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.watcher.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.cache.Verify(ctx, client, keys[0].Token); !errors.Is(err, keystore.ErrInvalidToken) {
+		t.Fatalf("revoke not seen after the log was rewritten in place: %v", err)
+	}
+	if srv.feed.count("rows_missing")+srv.feed.count("ids_backwards") == 0 {
+		t.Fatalf("no flush counted: %v", srv.feed.flushes)
+	}
+}
+
+// revokeOutOfOrder revokes a key in tx the way a writer from before
+// migration 5 did: the change-log row, and its id, are written now, not at
+// commit and without the commit-order lock, so that later ids can commit
+// first and leave a hole below them. (It needs a superuser, as the tests'
+// database user is, to switch the triggers off for tx.)
+func revokeOutOfOrder(t *testing.T, tx interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, keyID int64) {
+	t.Helper()
+	ctx := context.Background()
+	for _, q := range []string{
+		`SET LOCAL session_replication_role = replica`,
+		`UPDATE api_keys SET is_active = false WHERE id = $1`,
+		`WITH c AS (
+		   INSERT INTO llmauth_changes (source, llm_client_id, api_key_id)
+		   SELECT 'key', ck.llm_client_id, $1 FROM llm_client_api_keys ck WHERE ck.api_key_id = $1
+		   RETURNING id, llm_client_id, api_key_id)
+		 SELECT pg_notify('llmauth_changes', id || ' key ' || llm_client_id || ' ' || api_key_id) FROM c`,
+		`SET LOCAL session_replication_role = origin`,
+	} {
+		var args []any
+		if strings.Contains(q, "$1") {
+			args = []any{keyID}
+		}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}

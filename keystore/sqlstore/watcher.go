@@ -223,25 +223,46 @@ func (w *Watcher) Start(ctx context.Context) error {
 const startWindow = 1000
 
 // reposition places the watcher after the newest change, remembering as
-// holes the ids missing among the newest startWindow on PostgreSQL (above
-// the oldest one present: ids below it are pruned, not pending). Each is a
-// transaction still open, or one rolled back. SQLite hands out ids at
-// commit, so it has none.
+// holes the ids missing between the rows of the log on PostgreSQL (ids
+// below the oldest row are pruned, not pending): each is a transaction
+// that took an id without the commit-order lock and is still open, or one
+// that rolled back; their bound resolves the rolled-back ones at the next
+// poll. SQLite hands out ids at commit, so it has none.
 func (w *Watcher) reposition(ctx context.Context) error {
 	win, err := w.store.changesAfter(ctx, 1<<63-1, 1)
 	if err != nil {
 		return err
 	}
-	var rows []changeRow
+	var missing []int64
 	if w.store.isPostgres() && win.latest != nil && win.latest.ID > 1 {
-		rows, err = w.store.changesSince(ctx, max(0, win.latest.ID-startWindow), startWindow)
-		if err != nil {
+		if missing, err = w.store.missingIDs(ctx, win.latest.ID, maxHoles); err != nil {
 			return err
 		}
 	}
+	now := time.Now()
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.pos.reset(win.latest, rows, win.xmax, time.Now())
+	w.pos.reset(win.latest, nil, now)
+	w.pos.addHoles(missing, now)
+	w.mu.Unlock()
+	return w.bindHoles(ctx)
+}
+
+// bindHoles gives new holes their transaction-id bound, from a statement
+// run after the read that found them.
+func (w *Watcher) bindHoles(ctx context.Context) error {
+	w.mu.Lock()
+	need := w.pos.unbound()
+	w.mu.Unlock()
+	if !need {
+		return nil
+	}
+	xid, err := w.store.newXid(ctx)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.pos.bind(xid)
+	w.mu.Unlock()
 	return nil
 }
 
@@ -494,6 +515,9 @@ func (w *Watcher) read(ctx context.Context) (fresh []keystore.Change, reason Flu
 		}
 	}
 
+	if err := w.bindHoles(ctx); err != nil {
+		return nil, "", err
+	}
 	w.mu.Lock()
 	look, expired := w.pos.pending(time.Now())
 	w.mu.Unlock()
@@ -508,7 +532,10 @@ func (w *Watcher) read(ctx context.Context) (fresh []keystore.Change, reason Flu
 		return nil, "", err
 	}
 	w.mu.Lock()
-	fresh = append(fresh, w.pos.filled(late, xmin)...)
+	found, lost := w.pos.filled(late, xmin)
 	w.mu.Unlock()
-	return fresh, reason, nil
+	if lost && reason == "" {
+		reason = FlushHoleExpired
+	}
+	return append(fresh, found...), reason, nil
 }
