@@ -124,10 +124,7 @@ func New(ctx context.Context, databaseURL string, opts Options) (_ *Stack, err e
 	if s.Metrics != nil {
 		wopts.Observer = s.Metrics
 	}
-	if s.watcher, err = sqlstore.NewWatcher(s.Store, s.Cache, wopts); err != nil {
-		return nil, err
-	}
-	if err = s.watcher.Start(ctx); err != nil {
+	if s.watcher, err = sqlstore.NewWatcher(ctx, s.Store, s.Cache, wopts); err != nil {
 		return nil, err
 	}
 	uopts := opts.Usage

@@ -118,10 +118,21 @@ type VerifiedKey struct {
 	ExpiresAt *time.Time
 }
 
+// ChangeSource is the kind of row a change touched.
+type ChangeSource string
+
+// The change sources, as the database triggers write them.
+const (
+	SourceClient ChangeSource = "client" // llm_clients
+	SourceKey    ChangeSource = "key"    // api_keys
+	SourceLink   ChangeSource = "link"   // llm_client_api_keys
+	SourceFlush  ChangeSource = "flush"  // a table was truncated: drop everything
+)
+
 // Change is one row of the change log that triggers write.
 type Change struct {
 	ID       int64
-	Source   string // "client", "key", "link" or "flush"
+	Source   ChangeSource
 	ClientID int64  // 0 when none
 	KeyID    int64  // 0 when none
 }

@@ -101,7 +101,7 @@ func WithConfig(config Config) echo.MiddlewareFunc {
 // middleware.
 func (config Config) ToMiddleware() (echo.MiddlewareFunc, error) {
 	if config.Store == nil {
-		return nil, errors.New("llmauth: Config.Store is required")
+		return nil, errors.New("middleware: Config.Store is required")
 	}
 	if config.Skipper == nil {
 		config.Skipper = echomw.DefaultSkipper
@@ -113,10 +113,10 @@ func (config Config) ToMiddleware() (echo.MiddlewareFunc, error) {
 		config.Realm = "llmauth"
 	}
 	if strings.ContainsFunc(config.Realm, func(r rune) bool { return r == '"' || r == '\\' || r < 0x20 || r == 0x7f }) {
-		return nil, fmt.Errorf("llmauth: Config.Realm %q may not contain quotes, backslashes or control characters", config.Realm)
+		return nil, fmt.Errorf("middleware: Config.Realm %q may not contain quotes, backslashes or control characters", config.Realm)
 	}
 	if config.DecisionTimeout < 0 || config.RetryAfter < 0 {
-		return nil, errors.New("llmauth: negative Config.DecisionTimeout or Config.RetryAfter")
+		return nil, errors.New("middleware: negative Config.DecisionTimeout or Config.RetryAfter")
 	}
 	if config.DecisionTimeout == 0 {
 		config.DecisionTimeout = 3 * time.Second

@@ -57,7 +57,7 @@ type Error struct {
 
 // Error implements error.
 func (e *Error) Error() string {
-	return fmt.Sprintf("llmauth: %d %s for client %s: %v", e.Status, e.Outcome, e.Client, e.Err)
+	return fmt.Sprintf("middleware: %d %s for client %s: %v", e.Status, e.Outcome, e.Client, e.Err)
 }
 
 // Unwrap returns the cause.

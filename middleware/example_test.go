@@ -73,5 +73,5 @@ func ExampleFromHost() {
 	}
 	_, err := cfg.ToMiddleware()
 	fmt.Println(err)
-	// Output: llmauth: Config.Store is required
+	// Output: middleware: Config.Store is required
 }

@@ -23,6 +23,17 @@ const (
 	InvalidTokens  = "invalid_tokens"  // tokens that failed
 )
 
+// InvalidationReason says why entries were dropped, as reported to
+// Observer.Invalidated.
+type InvalidationReason string
+
+// The invalidation reasons.
+const (
+	InvalidatedClient InvalidationReason = "client" // a client's rows changed
+	InvalidatedKey    InvalidationReason = "key"    // a key or its link changed
+	InvalidatedFlush  InvalidationReason = "flush"  // everything was dropped
+)
+
 // Observer receives the cache's events; metrics.Metrics implements it.
 // Methods must be cheap and safe for concurrent use.
 type Observer interface {
@@ -337,12 +348,6 @@ func (c *Cache) ClientState(ctx context.Context, client string) (keystore.Client
 	return v.(keystore.ClientState), nil
 }
 
-// HasActiveAPIKey is ClientState's RequiresKey, through the cache.
-func (c *Cache) HasActiveAPIKey(ctx context.Context, client string) (bool, error) {
-	st, err := c.ClientState(ctx, client)
-	return st.RequiresKey, err
-}
-
 // tokenKey is the cache key of a token presented to a client. The NUL
 // separator cannot occur in a valid client name.
 func tokenKey(client string, d keystore.Digest) string { return client + "\x00" + d.String() }
@@ -438,7 +443,7 @@ func (c *Cache) fill(ctx context.Context, key, op string, fetch func(context.Con
 		if err != nil && !errors.Is(err, keystore.ErrUnknownClient) && !errors.Is(err, keystore.ErrInvalidToken) && !errors.Is(err, keystore.ErrUnavailable) {
 			// An inner store that does not follow the contract: its errors
 			// are failures to decide, never decisions.
-			err = fmt.Errorf("keystore: cache: %w: %w", keystore.ErrUnavailable, err)
+			err = fmt.Errorf("cache: %w: %w", keystore.ErrUnavailable, err)
 		}
 		c.mu.RLock()
 		if c.gen.Load() == gen {
@@ -451,52 +456,30 @@ func (c *Cache) fill(ctx context.Context, key, op string, fetch func(context.Con
 	case r := <-ch:
 		return r.Val, r.Err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("keystore: cache: %w: %w", keystore.ErrUnavailable, ctx.Err())
+		return nil, fmt.Errorf("cache: %w: %w", keystore.ErrUnavailable, ctx.Err())
 	}
 }
 
 // invalidate runs drop with fills held off and the generation moved on, so
 // that no fill that started earlier can store a result from before the
 // change.
-func (c *Cache) invalidate(reason string, drop func()) {
+func (c *Cache) invalidate(reason InvalidationReason, drop func()) {
 	c.mu.Lock()
 	c.gen.Add(1)
 	drop()
 	c.mu.Unlock()
 	if c.opts.Observer != nil {
-		c.opts.Observer.Invalidated(reason)
+		c.opts.Observer.Invalidated(string(reason))
 	}
 }
 
 // Flush drops every entry.
 func (c *Cache) Flush() {
-	c.invalidate("flush", func() {
+	c.invalidate(InvalidatedFlush, func() {
 		for _, g := range []*gocache.Cache{c.states, c.unknown, c.verified, c.invalid} {
 			g.Flush()
 		}
 	})
-}
-
-// InvalidateClient drops everything cached about the client called name:
-// its state, its verified keys and the tokens that failed against it.
-func (c *Cache) InvalidateClient(name string) {
-	c.invalidate("client", func() {
-		c.states.Delete(name)
-		c.unknown.Delete(name)
-		prefix := name + "\x00"
-		for _, g := range []*gocache.Cache{c.verified, c.invalid} {
-			for k := range g.Items() {
-				if len(k) > len(prefix) && k[:len(prefix)] == prefix {
-					g.Delete(k)
-				}
-			}
-		}
-	})
-}
-
-// InvalidateKey drops every cached verification of the key with this id.
-func (c *Cache) InvalidateKey(id int64) {
-	c.Apply([]keystore.Change{{Source: "key", KeyID: id}})
 }
 
 // Apply drops exactly the entries a batch of changes affects, in one pass
@@ -509,7 +492,7 @@ func (c *Cache) Apply(changes []keystore.Change) {
 	keys := map[int64]bool{}
 	clientRows := false
 	for _, ch := range changes {
-		if ch.Source == "flush" {
+		if ch.Source == keystore.SourceFlush {
 			c.Flush()
 			return
 		}
@@ -519,13 +502,13 @@ func (c *Cache) Apply(changes []keystore.Change) {
 		if ch.KeyID != 0 {
 			keys[ch.KeyID] = true
 		}
-		if ch.Source == "client" {
+		if ch.Source == keystore.SourceClient {
 			clientRows = true
 		}
 	}
-	reason := "key"
+	reason := InvalidatedKey
 	if len(keys) == 0 {
-		reason = "client"
+		reason = InvalidatedClient
 	}
 	c.invalidate(reason, func() {
 		for name, it := range c.states.Items() {

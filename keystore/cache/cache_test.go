@@ -33,11 +33,8 @@ func cachedHarness(url func(testing.TB) string) storetest.Factory {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
-		w, err := sqlstore.NewWatcher(h.Admin, c, sqlstore.WatcherOptions{PollInterval: time.Hour, Now: clock.Now})
+		w, err := sqlstore.NewWatcher(context.Background(), h.Admin, c, sqlstore.WatcherOptions{PollInterval: time.Hour, Now: clock.Now})
 		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = w.Close() })

@@ -25,11 +25,8 @@ func ExampleNew() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	watcher, err := sqlstore.NewWatcher(store, c, sqlstore.WatcherOptions{})
+	watcher, err := sqlstore.NewWatcher(ctx, store, c, sqlstore.WatcherOptions{})
 	if err != nil {
-		log.Fatal(err)
-	}
-	if err := watcher.Start(ctx); err != nil {
 		log.Fatal(err)
 	}
 	defer watcher.Close()

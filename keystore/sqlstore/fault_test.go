@@ -78,11 +78,8 @@ func startLeased(t *testing.T, url string, wopts sqlstore.WatcherOptions) leased
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	wopts.Observer = feed
-	w, err := sqlstore.NewWatcher(s, c, wopts)
+	w, err := sqlstore.NewWatcher(ctx, s, c, wopts)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = w.Close() })

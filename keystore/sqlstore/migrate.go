@@ -42,12 +42,12 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 		return err
 	}
 	if err := m.ensureVersionTable(ctx, db); err != nil {
-		return fmt.Errorf("keystore: migrate: %w", err)
+		return fmt.Errorf("sqlstore: migrate: %w", err)
 	}
 	for {
 		before, _, err := m.provider.GetVersions(ctx)
 		if err != nil {
-			return fmt.Errorf("keystore: migrate: %w", err)
+			return fmt.Errorf("sqlstore: migrate: %w", err)
 		}
 		_, upErr := m.provider.Up(ctx)
 		if upErr == nil {
@@ -59,7 +59,7 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 		// only grow, so this ends.
 		after, _, err := m.provider.GetVersions(ctx)
 		if err != nil || after <= before {
-			return fmt.Errorf("keystore: migrate: %w", upErr)
+			return fmt.Errorf("sqlstore: migrate: %w", upErr)
 		}
 	}
 }
@@ -73,7 +73,7 @@ func MigrationVersion(ctx context.Context, db *sqlx.DB) (current, latest int64, 
 	}
 	current, latest, err = m.provider.GetVersions(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("keystore: migration version: %w", err)
+		return 0, 0, fmt.Errorf("sqlstore: migration version: %w", err)
 	}
 	return current, latest, nil
 }
@@ -94,7 +94,7 @@ func newMigrator(db *sqlx.DB) (*migrator, error) {
 	}
 	dir, err := fs.Sub(migrations, "migrations/"+string(d))
 	if err != nil {
-		return nil, fmt.Errorf("keystore: migrations: %w", err)
+		return nil, fmt.Errorf("sqlstore: migrations: %w", err)
 	}
 	gd := database.DialectSQLite3
 	if d == dialectPostgres {
@@ -102,7 +102,7 @@ func newMigrator(db *sqlx.DB) (*migrator, error) {
 	}
 	versions, err := database.NewStore(gd, migrationTable)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: migrations: %w", err)
+		return nil, fmt.Errorf("sqlstore: migrations: %w", err)
 	}
 	opts := []goose.ProviderOption{
 		goose.WithStore(versions),
@@ -114,7 +114,7 @@ func newMigrator(db *sqlx.DB) (*migrator, error) {
 	}
 	p, err := goose.NewProvider(goose.DialectCustom, db.DB, dir, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: migrations: %w", err)
+		return nil, fmt.Errorf("sqlstore: migrations: %w", err)
 	}
 	return &migrator{dialect: d, versions: versions, provider: p}, nil
 }
@@ -190,7 +190,7 @@ func (pgMigrationLock) SessionLock(ctx context.Context, conn *sql.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, migrationLockWait)
 	defer cancel()
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockID); err != nil {
-		return fmt.Errorf("keystore: migration lock: %w", err)
+		return fmt.Errorf("sqlstore: migration lock: %w", err)
 	}
 	return nil
 }
@@ -200,7 +200,7 @@ func (pgMigrationLock) SessionLock(ctx context.Context, conn *sql.Conn) error {
 func (pgMigrationLock) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, migrationLockID); err != nil {
 		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		return fmt.Errorf("keystore: migration unlock: %w", err)
+		return fmt.Errorf("sqlstore: migration unlock: %w", err)
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func Open(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
 	}
 	db, err := sqlx.Open(driver, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: open: %w", err)
+		return nil, fmt.Errorf("sqlstore: open: %w", err)
 	}
 	if driver == "postgres" {
 		db.SetMaxOpenConns(20)

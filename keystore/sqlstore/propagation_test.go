@@ -83,11 +83,8 @@ func startInstances(t *testing.T, url string, n int, notify bool) []instance {
 			opts.PostgresURL = url
 			opts.PollInterval = time.Hour
 		}
-		w, err := sqlstore.NewWatcher(s, c, opts)
+		w, err := sqlstore.NewWatcher(ctx, s, c, opts)
 		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = w.Close() })
@@ -419,27 +416,32 @@ func testLateCommit(t *testing.T, startFirst bool) {
 }
 
 // TestWatcherStartDoesNotBlock gives the listener a server that never
-// answers: Start returns at once, polling still works, Close returns.
+// answers: NewWatcher returns at once, polling still works, Close returns.
 func TestWatcherStartDoesNotBlock(t *testing.T) {
 	h := rawHarness(pgtest.NewDatabase)(t, nil)
 	c, _ := cache.New(h.Admin, cache.Options{})
 	defer c.Close()
-	w, err := sqlstore.NewWatcher(h.Admin, c, sqlstore.WatcherOptions{
-		PostgresURL:  "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=1",
-		PollInterval: 20 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
+	type started struct {
+		w   *sqlstore.Watcher
+		err error
 	}
-	done := make(chan error, 1)
-	go func() { done <- w.Start(context.Background()) }()
+	done := make(chan started, 1)
+	go func() {
+		w, err := sqlstore.NewWatcher(context.Background(), h.Admin, c, sqlstore.WatcherOptions{
+			PostgresURL:  "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=1",
+			PollInterval: 20 * time.Millisecond,
+		})
+		done <- started{w, err}
+	}()
+	var w *sqlstore.Watcher
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
+	case s := <-done:
+		if s.err != nil {
+			t.Fatal(s.err)
 		}
+		w = s.w
 	case <-time.After(5 * time.Second):
-		t.Fatal("Start blocked on a listener that cannot connect")
+		t.Fatal("NewWatcher blocked on a listener that cannot connect")
 	}
 	ctx := context.Background()
 	if _, err := h.Admin.CreateClient(ctx, "bot"); err != nil {

@@ -132,7 +132,6 @@ type Watcher struct {
 	failing   time.Time // when polls started failing; zero while they succeed
 	lastPrune time.Time
 
-	started   bool
 	closeOnce sync.Once
 	closeErr  error
 	listener  *pq.Listener
@@ -144,7 +143,14 @@ type Watcher struct {
 // It fails with ErrInvalidInput on a negative duration, a PostgresURL on
 // SQLite, or a PollInterval or PollTimeout not shorter than the sink's
 // staleness bound.
-func NewWatcher(store *Store, sink Invalidator, opts WatcherOptions) (*Watcher, error) {
+//
+// Like the cache and the usage audit, the watcher starts in its
+// constructor: it reads the change log's position (failing with
+// keystore.ErrUnavailable if the database does not answer), confirms the
+// sink's freshness, and starts the poller and, on PostgreSQL, the
+// listener, which connects in the background (polling covers the
+// meantime). Close stops both.
+func NewWatcher(ctx context.Context, store *Store, sink Invalidator, opts WatcherOptions) (*Watcher, error) {
 	if store == nil || sink == nil {
 		return nil, fmt.Errorf("%w: watcher needs a store and a sink", keystore.ErrInvalidInput)
 	}
@@ -177,26 +183,17 @@ func NewWatcher(store *Store, sink Invalidator, opts WatcherOptions) (*Watcher, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Watcher{store: store, sink: sink, opts: opts, log: log, pos: newChangePosition(opts.Retention)}, nil
+	w := &Watcher{store: store, sink: sink, opts: opts, log: log, pos: newChangePosition(opts.Retention)}
+	if err := w.start(ctx); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
-// Start reads the change log's position, confirms the sink's freshness,
-// and starts the poller and, on PostgreSQL, the listener, which connects in
-// the background (polling covers the meantime). It fails if the database
-// does not answer, or if the watcher was started before. Close stops both.
-func (w *Watcher) Start(ctx context.Context) error {
-	w.mu.Lock()
-	if w.started {
-		w.mu.Unlock()
-		return fmt.Errorf("%w: watcher already started", keystore.ErrInvalidInput)
-	}
-	w.started = true
-	w.mu.Unlock()
+// start takes the position and starts the goroutines.
+func (w *Watcher) start(ctx context.Context) error {
 	seen := w.opts.Now()
 	if err := w.reposition(ctx); err != nil {
-		w.mu.Lock()
-		w.started = false
-		w.mu.Unlock()
 		return err
 	}
 	w.mu.Lock()
@@ -385,7 +382,13 @@ func parseNotification(payload string) (keystore.Change, error) {
 	if err != nil {
 		return keystore.Change{}, fmt.Errorf("sqlstore: notification key id: %w", err)
 	}
-	return keystore.Change{ID: id, Source: f[1], ClientID: cid, KeyID: kid}, nil
+	src := keystore.ChangeSource(f[1])
+	switch src {
+	case keystore.SourceClient, keystore.SourceKey, keystore.SourceLink, keystore.SourceFlush:
+	default:
+		return keystore.Change{}, fmt.Errorf("sqlstore: notification source %q: unknown", f[1])
+	}
+	return keystore.Change{ID: id, Source: src, ClientID: cid, KeyID: kid}, nil
 }
 
 func (w *Watcher) pollLoop(ctx context.Context) {
