@@ -133,6 +133,6 @@ const (
 type Change struct {
 	ID       int64
 	Source   ChangeSource
-	ClientID int64  // 0 when none
-	KeyID    int64  // 0 when none
+	ClientID int64 // 0 when none
+	KeyID    int64 // 0 when none
 }
