@@ -59,7 +59,7 @@ func TestHelp(t *testing.T) {
 	}
 	// Each command's help lists its own flags.
 	for args, flags := range map[string][]string{
-		"serve":        {"--addr", "--cache-ttl", "--stale-if-error", "--max-staleness", "--poll-interval", "--usage-flush-interval", "--log-level", "--log-format", "--trusted-proxy", "--database-url", "X-Forwarded-For"},
+		"serve":        {"--addr", "--metrics-addr", "--cache-ttl", "--stale-if-error", "--max-staleness", "--poll-interval", "--usage-flush-interval", "--log-level", "--log-format", "--trusted-proxy", "--database-url", "X-Forwarded-For"},
 		"keys create":  {"--client", "--name", "--expires", "--json", "--database-url"},
 		"keys list":    {"--client", "--json", "last_used_at"},
 		"keys rotate":  {"--grace", "--json"},
@@ -170,6 +170,9 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--cache-ttl", "0s"},
 		{"serve", "--poll-interval", "-1s"},
 		{"serve", "--trusted-proxy", "not-a-cidr"},
+		{"serve", "--metrics-addr", "nonsense"},
+		{"serve", "--metrics-addr", "127.0.0.1:-1"},
+		{"--metrics-addr", "127.0.0.1:9", "migrate"},
 		{"--log-level", "loud"},
 		{"help", "nosuch"},
 	} {

@@ -18,6 +18,7 @@ type serveOptions struct {
 	*app
 
 	addr               string
+	metricsAddr        string
 	cacheTTL           time.Duration
 	staleIfError       time.Duration
 	maxStaleness       time.Duration
@@ -56,7 +57,9 @@ Routes:
   GET  /healthz                           200 while the process runs
   GET  /readyz                            200 while the database answers, else 503
   GET  /metrics                           Prometheus metrics (llmauth_requests_total
-                                          by client and outcome, cache, store, ...)
+                                          by client and outcome, cache, store, ...);
+                                          with --metrics-addr, on that listener only
+                                          (the main one then answers 404)
 
 A client with no active key answers anyone. Once it has an active key, it
 needs "Authorization: Bearer TOKEN" with a valid key of that client: 401
@@ -92,6 +95,7 @@ func newCmdServe(a *app, runF func(context.Context, *serveOptions) error) *cobra
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.addr, "addr", o.addr, "listen on `HOST:PORT` (port 0 picks a free port; the log line \"listening on\" shows it)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "serve /metrics on a separate listener at `HOST:PORT` instead of the main one, which then answers 404 for it: keeps metrics off the public port (port 0 picks a free port; the log line \"metrics on\" shows it). Empty: /metrics on --addr")
 	fs.DurationVar(&o.cacheTTL, "cache-ttl", o.cacheTTL, "trust a cached client state or verified key for `DURATION` without asking the database; a change ends it early")
 	fs.DurationVar(&o.staleIfError, "stale-if-error", o.staleIfError, "while the database is down or cut off, serve cached decisions up to `DURATION` past --cache-ttl, giving up the one-second bound on changes (0: never)")
 	fs.DurationVar(&o.maxStaleness, "max-staleness", o.maxStaleness, "answer from the cache only while the change log was read successfully within `DURATION` (at most 1s); past it, ask the database or answer 503")
@@ -107,12 +111,18 @@ func newCmdServe(a *app, runF func(context.Context, *serveOptions) error) *cobra
 
 // validateServe refuses bad serve flags before anything starts.
 func (o *serveOptions) validateServe() error {
-	_, port, err := net.SplitHostPort(o.addr)
+	port, err := listenPort("--addr", o.addr)
 	if err != nil {
-		return usagef("serve: invalid --addr %q: want HOST:PORT", o.addr)
+		return err
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return usagef("serve: invalid --addr %q: the port must be a number from 0 to 65535", o.addr)
+	if o.metricsAddr != "" {
+		if _, err := listenPort("--metrics-addr", o.metricsAddr); err != nil {
+			return err
+		}
+		// Port 0 picks a free port for each; any other port cannot serve both.
+		if o.metricsAddr == o.addr && port != 0 {
+			return usagef("serve: --metrics-addr %q is also --addr: give the metrics listener an address of its own", o.metricsAddr)
+		}
 	}
 	for _, d := range []struct {
 		name   string
@@ -142,6 +152,20 @@ func (o *serveOptions) validateServe() error {
 		return usagef("serve: invalid --log-format %q: want text or json", o.logFormat)
 	}
 	return nil
+}
+
+// listenPort checks that addr, the value of flag, is HOST:PORT with a
+// numeric port, and returns the port.
+func listenPort(flag, addr string) (int, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, usagef("serve: invalid %s %q: want HOST:PORT", flag, addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return 0, usagef("serve: invalid %s %q: the port must be a number from 0 to 65535", flag, addr)
+	}
+	return n, nil
 }
 
 // cidrList is a repeatable flag of CIDR ranges.

@@ -45,11 +45,11 @@ func TestCommandOptions(t *testing.T) {
 
 	var served *serveOptions
 	serve := newCmdServe(&app{}, func(_ context.Context, o *serveOptions) error { served = o; return nil })
-	serve.SetArgs([]string{"--addr", "127.0.0.1:0", "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy=192.168.0.0/16", "--max-staleness", "800ms"})
+	serve.SetArgs([]string{"--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:9090", "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy=192.168.0.0/16", "--max-staleness", "800ms"})
 	if err := serve.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	if served.addr != "127.0.0.1:0" || served.trustedProxies.String() != "10.0.0.0/8,192.168.0.0/16" ||
+	if served.addr != "127.0.0.1:0" || served.metricsAddr != "127.0.0.1:9090" || served.trustedProxies.String() != "10.0.0.0/8,192.168.0.0/16" ||
 		served.maxStaleness != 800*time.Millisecond || served.cacheTTL != defaultServeOptions().cacheTTL {
 		t.Errorf("serve: %+v", served)
 	}

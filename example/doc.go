@@ -20,5 +20,7 @@
 // the tree, cmd_help.go prints help, args.go keeps the command-line habits
 // of the Go flag package (-flag, "keys revoke -1"), app.go holds what every
 // command shares (streams, database), server.go the serve wiring and
-// shutdown, routes.go the HTTP routes.
+// shutdown, routes.go the HTTP routes, echo.go what every listener shares
+// (request log, recovery, the JSON error format of 404s and 405s), and
+// metrics_listener.go the --metrics-addr listener.
 package main

@@ -16,7 +16,6 @@ import (
 	"github.com/labstack/echo/v4"
 	echomw "github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/llmauth/llmauth/middleware"
 )
@@ -36,7 +35,8 @@ type routerConfig struct {
 	auth echo.MiddlewareFunc
 	// db answers /readyz: nil while ready.
 	db pinger
-	// registry is exposed on /metrics.
+	// registry is exposed on /metrics; nil when metrics are served on a
+	// listener of their own (newMetricsRouter), so that /metrics is 404 here.
 	registry *prometheus.Registry
 	// logger receives one line per request.
 	logger *slog.Logger
@@ -52,20 +52,7 @@ func newRouter(cfg routerConfig) *echo.Echo {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
-	e := echo.New()
-	e.HideBanner = true
-	e.HidePort = true
-	// Echo's own logger writes to stdout by default; stdout is for results.
-	e.Logger.SetOutput(slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn).Writer())
-	e.IPExtractor = cfg.ipExtractor
-
-	e.Use(requestLogger(cfg.logger))
-	e.Use(echomw.RecoverWithConfig(echomw.RecoverConfig{
-		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
-			cfg.logger.Error("panic in handler", "route", c.Path(), "err", err, "stack", string(stack))
-			return err
-		},
-	}))
+	e := newEcho(cfg.logger, cfg.ipExtractor)
 	e.Use(echomw.BodyLimit("1M"))
 
 	// Probes answer HEAD too: some load balancers' health checks send it.
@@ -74,7 +61,9 @@ func newRouter(cfg routerConfig) *echo.Echo {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
 	e.Match(probe, "/readyz", readyz(cfg.db, cfg.logger))
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.registry, promhttp.HandlerOpts{Registry: cfg.registry})))
+	if cfg.registry != nil {
+		mountMetrics(e, cfg.registry)
+	}
 
 	// The middleware goes on each route, not on the group: group middleware
 	// also runs for paths and methods no route serves, which would count

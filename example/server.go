@@ -156,11 +156,15 @@ func serve(ctx context.Context, o *serveOptions) error {
 	// Listen before anything else: a port already in use must fail
 	// before the database is touched, and must not eat the demo token,
 	// which is shown only once.
-	ln, err := net.Listen("tcp", o.addr)
+	ln, metricsLn, err := o.listen()
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-	defer ln.Close() // Serve closes it too; this covers the early returns
+	// Serve closes them too; this covers the early returns.
+	defer ln.Close()
+	if metricsLn != nil {
+		defer metricsLn.Close()
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -184,18 +188,18 @@ func serve(ctx context.Context, o *serveOptions) error {
 			logger.Warn("could not create the demo clients", "err", err)
 		}
 	}
-	router := newRouter(routerConfig{auth: stack.Middleware, db: readiness(stack.Ready), registry: reg, logger: logger, ipExtractor: o.ipExtractor()})
-
-	srv := &http.Server{
-		Handler:           router,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	mainReg := reg
+	if metricsLn != nil {
+		mainReg = nil // /metrics is on its own listener only
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	router := newRouter(routerConfig{auth: stack.Middleware, db: readiness(stack.Ready), registry: mainReg, logger: logger, ipExtractor: o.ipExtractor()})
+
+	servers := newHTTPServers(logger)
+	servers.start(router, ln)
+	if metricsLn != nil {
+		servers.start(newMetricsRouter(reg, logger, o.ipExtractor()), metricsLn)
+		logger.Info("metrics on http://" + metricsLn.Addr().String() + "/metrics")
+	}
 
 	// The demo text comes first, so that whoever waits for "listening on"
 	// has it already.
@@ -204,26 +208,94 @@ func serve(ctx context.Context, o *serveOptions) error {
 	}
 	logger.Info("listening on http://"+ln.Addr().String(), "database", sqlstore.RedactURL(url))
 
+	var failed error
 	select {
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
+	case failed = <-servers.failed:
 	case <-ctx.Done():
+		logger.Info("shutting down")
 	}
-	logger.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		logger.Warn("requests still in flight after the shutdown timeout; closing them", "err", err)
-		_ = srv.Close()
-	}
-	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		logger.Warn("server stopped with an error", "err", err)
+	servers.shutdown(sctx)
+	if failed != nil {
+		return fmt.Errorf("serve: %w", failed)
 	}
 	if err := stack.Close(sctx); err != nil {
 		return fmt.Errorf("at shutdown: %w", err)
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// listen opens serve's listeners: --addr, and --metrics-addr when set
+// (nil otherwise).
+func (o *serveOptions) listen() (main, metrics net.Listener, err error) {
+	if main, err = net.Listen("tcp", o.addr); err != nil {
+		return nil, nil, fmt.Errorf("listen: %w", err)
+	}
+	if o.metricsAddr != "" {
+		if metrics, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			_ = main.Close()
+			return nil, nil, fmt.Errorf("listen --metrics-addr: %w", err)
+		}
+	}
+	return main, metrics, nil
+}
+
+// httpServers are the HTTP servers of serve: the main one, and the
+// metrics one with --metrics-addr. They stop together.
+type httpServers struct {
+	logger  *slog.Logger
+	running []runningServer
+	// failed receives the error of a server that stopped on its own.
+	failed chan error
+}
+
+type runningServer struct {
+	srv  *http.Server
+	done chan struct{} // closed when Serve has returned
+}
+
+func newHTTPServers(logger *slog.Logger) *httpServers {
+	// Buffered, and sent to without blocking: the first failure is enough.
+	return &httpServers{logger: logger, failed: make(chan error, 1)}
+}
+
+// start serves h on ln until shutdown.
+func (s *httpServers) start(h http.Handler, ln net.Listener) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	r := runningServer{srv: srv, done: make(chan struct{})}
+	s.running = append(s.running, r)
+	go func() {
+		defer close(r.done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case s.failed <- err:
+			default:
+			}
+		}
+	}()
+}
+
+// shutdown stops the servers in the order they started, the main one
+// first, so that scrapes meanwhile see its last requests counted: each
+// lets requests in flight finish until ctx ends, then closes what is
+// left. It returns when every Serve has returned.
+func (s *httpServers) shutdown(ctx context.Context) {
+	for _, r := range s.running {
+		if err := r.srv.Shutdown(ctx); err != nil {
+			s.logger.Warn("requests still in flight after the shutdown timeout; closing them", "err", err)
+			_ = r.srv.Close()
+		}
+		<-r.done
+	}
 }
 
 // readiness adapts llmauth.Stack.Ready to /readyz: nil while the database

@@ -27,7 +27,7 @@ func ExampleNew() {
 	m.Decision(metrics.UnknownClient, metrics.OutcomeMissingToken)
 	m.Decision("EVIL\n", metrics.OutcomeInvalidToken) // not a client name: recorded as _unknown
 
-	// The placeholder's seven series exist from the start, at zero.
+	// The placeholder's eight series exist from the start, at zero.
 	series, err := testutil.GatherAndCount(reg, "llmauth_requests_total")
 	if err != nil {
 		fmt.Println(err)
@@ -43,13 +43,14 @@ llmauth_requests_total{client="_unknown",outcome="authenticated"} 0
 llmauth_requests_total{client="_unknown",outcome="invalid_token"} 1
 llmauth_requests_total{client="_unknown",outcome="malformed"} 0
 llmauth_requests_total{client="_unknown",outcome="missing_token"} 1
+llmauth_requests_total{client="_unknown",outcome="throttled"} 0
 llmauth_requests_total{client="_unknown",outcome="unavailable"} 0
 llmauth_requests_total{client="_unknown",outcome="unknown_client"} 0
 llmauth_requests_total{client="acme",outcome="authenticated"} 2
 `), "llmauth_requests_total")
 	fmt.Println("as expected:", err == nil)
 	// Output:
-	// series: 8
+	// series: 9
 	// as expected: true
 }
 

@@ -13,11 +13,15 @@ import (
 // empty.
 const DefaultNamespace = "llmauth"
 
-// UnknownClient is the client label value for a request whose client could
-// not be established (no token, bad token, unknown client, store down), and
-// the value any client name that is not a valid one is recorded under. A
-// valid client name never starts with '_', so it cannot collide with a real
-// client.
+// UnknownClient is the client label value of a decision about no existing
+// client: the request names no client, or a name that is not a valid
+// client name (outcome unknown_client), or the client's state could not be
+// read (outcome unavailable). A decision about an existing client is
+// counted under that client's name whatever its outcome: a missing,
+// invalid or malformed credential sent to a client is the client's. Any
+// client value given to Decision that is not a valid client name is
+// recorded as UnknownClient too. A valid client name never starts with '_',
+// so it cannot collide with a real client.
 const UnknownClient = "_unknown"
 
 // Outcome label values of llmauth_requests_total, one per way an
@@ -29,20 +33,78 @@ const (
 	OutcomeAnonymous = "anonymous"
 	// OutcomeAuthenticated is a request let through on a valid key.
 	OutcomeAuthenticated = "authenticated"
-	// OutcomeMissingToken is a request refused because it carried no key
-	// while its client requires one.
+	// OutcomeMissingToken is a request refused (401) because it carried no
+	// Authorization header while its client requires a key.
 	OutcomeMissingToken = "missing_token"
-	// OutcomeInvalidToken is a request refused because its key is not an
-	// active, unexpired key of the client.
+	// OutcomeInvalidToken is a request refused (401) because its token is
+	// not an active, unexpired key of the client: unknown, revoked,
+	// expired, another client's, or failing the token format or checksum.
 	OutcomeInvalidToken = "invalid_token"
-	// OutcomeMalformed is a request refused because its credentials are not
-	// well formed (for example a token failing its format or checksum).
+	// OutcomeMalformed is a request refused (400) because its
+	// Authorization header is not one well-formed Bearer credential:
+	// several headers, another scheme, an empty token or one with
+	// characters RFC 6750 does not allow. A well-formed credential that is
+	// no valid token (bad format or checksum) is OutcomeInvalidToken.
 	OutcomeMalformed = "malformed"
-	// OutcomeUnknownClient is a request for a client the store does not know.
+	// OutcomeUnknownClient is a request (404) for a name that is no client,
+	// counted under UnknownClient.
 	OutcomeUnknownClient = "unknown_client"
-	// OutcomeUnavailable is a request that could not be decided because the
-	// key store could not answer.
+	// OutcomeUnavailable is a request refused (503) because the key store
+	// could not answer: counted under the client's name once its state was
+	// read, under UnknownClient before.
 	OutcomeUnavailable = "unavailable"
+	// OutcomeThrottled is a request refused (429) because its source sent
+	// the client more invalid or malformed credentials than the throttling
+	// budget allows.
+	OutcomeThrottled = "throttled"
+)
+
+// outcomes are the Outcome constants; New starts UnknownClient's series
+// of each at zero.
+var outcomes = []string{
+	OutcomeAnonymous, OutcomeAuthenticated, OutcomeMissingToken, OutcomeInvalidToken,
+	OutcomeMalformed, OutcomeUnknownClient, OutcomeUnavailable, OutcomeThrottled,
+}
+
+// Label values known in advance, besides the outcomes and FlushReasons.
+// New starts a series of each at zero, so that every one shows from the
+// first scrape: rate() and absence alerts work before the first event,
+// and dashboards list them all.
+//
+// They are the names keystore/cache reports to its Observer. This package
+// imports nothing of keystore, so the names are kept here; a test in the
+// root package (metrics_names_test.go) checks that every name the cache
+// uses is among them.
+const (
+	// CacheClients, CacheUnknownClients, CacheKeys and CacheInvalidTokens
+	// are the cache label values of llmauth_cache_lookups_total and
+	// llmauth_cache_stale_served_total: keystore/cache's client states,
+	// names that are no client, verified keys and tokens that failed.
+	CacheClients        = "clients"
+	CacheUnknownClients = "unknown_clients"
+	CacheKeys           = "keys"
+	CacheInvalidTokens  = "invalid_tokens"
+
+	// OpClientState and OpVerify are the op label values of
+	// llmauth_store_call_duration_seconds and llmauth_store_errors_total:
+	// the two questions the cache asks the key store on a miss.
+	OpClientState = "client_state"
+	OpVerify      = "verify"
+
+	// InvalidatedClient, InvalidatedKey and InvalidatedFlush are the
+	// reason label values of llmauth_cache_invalidations_total: a client's
+	// rows changed, a key or its link changed, everything was dropped.
+	InvalidatedClient = "client"
+	InvalidatedKey    = "key"
+	InvalidatedFlush  = "flush"
+)
+
+// CacheNames, StoreOps and InvalidationReasons list the constants above,
+// by label.
+var (
+	CacheNames          = []string{CacheClients, CacheUnknownClients, CacheKeys, CacheInvalidTokens}
+	StoreOps            = []string{OpClientState, OpVerify}
+	InvalidationReasons = []string{InvalidatedClient, InvalidatedKey, InvalidatedFlush}
 )
 
 // outcomeOther is recorded in place of an outcome string that is not one of
@@ -201,22 +263,31 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 		}),
 	}
 
-	// Series with a small known label set start at zero, so that rate() and
-	// absence alerts work before the first event.
+	// Every label value known in advance starts at zero, so that rate()
+	// and absence alerts work before the first event, and dashboards see
+	// every family at once.
 	m.changeEvents.WithLabelValues("notify")
 	m.changeEvents.WithLabelValues("poll")
 	m.usageFlushes.WithLabelValues("ok")
+	m.usageFlushes.WithLabelValues("error")
 	for _, r := range FlushReasons {
 		m.feedFlushes.WithLabelValues(r)
 	}
 	m.leaseFresh.Set(1)
-	m.usageFlushes.WithLabelValues("error")
-	// The request family shows from the first scrape, before any request:
-	// the placeholder's series start at zero, so rate() works from the
-	// start and dashboards see the family at once.
-	for _, o := range []string{OutcomeAnonymous, OutcomeAuthenticated, OutcomeMissingToken, OutcomeInvalidToken,
-		OutcomeMalformed, OutcomeUnknownClient, OutcomeUnavailable} {
+	for _, o := range outcomes {
 		m.requests.WithLabelValues(UnknownClient, o)
+	}
+	for _, c := range CacheNames {
+		m.cacheLookups.WithLabelValues(c, "hit")
+		m.cacheLookups.WithLabelValues(c, "miss")
+		m.staleServed.WithLabelValues(c)
+	}
+	for _, op := range StoreOps {
+		m.storeDuration.WithLabelValues(op)
+		m.storeErrors.WithLabelValues(op)
+	}
+	for _, r := range InvalidationReasons {
+		m.invalidations.WithLabelValues(r)
 	}
 
 	collectors := []struct {
@@ -273,8 +344,8 @@ func (m *Metrics) Decision(client, outcome string) {
 }
 
 // CacheLookup counts one lookup in the named cache in
-// llmauth_cache_lookups_total, as a hit or a miss. cache must be a fixed name
-// chosen by the code, never request data.
+// llmauth_cache_lookups_total, as a hit or a miss. cache is one of
+// CacheNames (any fixed name chosen by the code, never request data).
 func (m *Metrics) CacheLookup(cache string, hit bool) {
 	if m == nil {
 		return
@@ -297,8 +368,8 @@ func (m *Metrics) StaleServed(cache string) {
 }
 
 // Invalidated counts one cache invalidation in
-// llmauth_cache_invalidations_total. reason is a fixed string such as
-// "client", "key" or "flush".
+// llmauth_cache_invalidations_total. reason is one of InvalidationReasons
+// (any fixed string chosen by the code).
 func (m *Metrics) Invalidated(reason string) {
 	if m == nil {
 		return
@@ -306,7 +377,8 @@ func (m *Metrics) Invalidated(reason string) {
 	m.invalidations.WithLabelValues(reason).Inc()
 }
 
-// StoreCall records one call to the key store for operation op: it always
+// StoreCall records one call to the key store for operation op, one of
+// StoreOps (any fixed string chosen by the code): it always
 // observes d in llmauth_store_call_duration_seconds, and also counts the call
 // in llmauth_store_errors_total when err is not nil. A negative d is observed
 // as zero.
@@ -430,7 +502,7 @@ func boundOutcome(outcome string) string {
 	switch outcome {
 	case OutcomeAnonymous, OutcomeAuthenticated, OutcomeMissingToken,
 		OutcomeInvalidToken, OutcomeMalformed, OutcomeUnknownClient,
-		OutcomeUnavailable:
+		OutcomeUnavailable, OutcomeThrottled:
 		return outcome
 	}
 	return outcomeOther

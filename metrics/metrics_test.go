@@ -45,10 +45,10 @@ func newTest(t *testing.T, opts Options) (*Metrics, *prometheus.Registry) {
 // exerciseAll calls every method once, so that every family has a series.
 func exerciseAll(m *Metrics) {
 	m.Decision("acme", OutcomeAuthenticated)
-	m.CacheLookup("decision", true)
-	m.StaleServed("decision")
-	m.Invalidated("client")
-	m.StoreCall("verify", time.Millisecond, errors.New("down"))
+	m.CacheLookup(CacheClients, true)
+	m.StaleServed(CacheKeys)
+	m.Invalidated(InvalidatedClient)
+	m.StoreCall(OpVerify, time.Millisecond, errors.New("down"))
 	m.ChangeEvent("notify")
 	m.ListenerUp(true)
 	m.Flushed("backlog")
@@ -145,8 +145,8 @@ func TestNewInfBucket(t *testing.T) {
 	// A trailing +Inf is implicit in Prometheus and accepted.
 	m, reg := newTest(t, Options{DurationBuckets: []float64{0.5, math.Inf(+1)}})
 	m.StoreCall("verify", time.Second, nil)
-	if n, err := testutil.GatherAndCount(reg, "llmauth_store_call_duration_seconds"); err != nil || n != 1 {
-		t.Fatalf("GatherAndCount = %d, %v; want 1, nil", n, err)
+	if n, err := testutil.GatherAndCount(reg, "llmauth_store_call_duration_seconds"); err != nil || n != len(StoreOps) {
+		t.Fatalf("GatherAndCount = %d, %v; want %d (one per op), nil", n, err, len(StoreOps))
 	}
 }
 
@@ -222,10 +222,10 @@ func TestNilReceiver(t *testing.T) {
 	// None of these may panic.
 	m.Decision("acme", OutcomeAuthenticated)
 	m.Decision("EVIL\n", "bogus")
-	m.CacheLookup("decision", true)
-	m.CacheLookup("decision", false)
-	m.StaleServed("decision")
-	m.Invalidated("flush")
+	m.CacheLookup(CacheClients, true)
+	m.CacheLookup(CacheClients, false)
+	m.StaleServed(CacheClients)
+	m.Invalidated(InvalidatedFlush)
 	m.StoreCall("verify", time.Second, nil)
 	m.StoreCall("verify", time.Second, errors.New("down"))
 	m.ChangeEvent("poll")
@@ -251,6 +251,7 @@ func TestDecisionBounding(t *testing.T) {
 		{"placeholder", UnknownClient, OutcomeMissingToken, UnknownClient, OutcomeMissingToken},
 		{"placeholder unknown client", UnknownClient, OutcomeUnknownClient, UnknownClient, OutcomeUnknownClient},
 		{"placeholder unavailable", UnknownClient, OutcomeUnavailable, UnknownClient, OutcomeUnavailable},
+		{"throttled", "acme", OutcomeThrottled, "acme", OutcomeThrottled},
 		{"newline", "EVIL\n", OutcomeInvalidToken, UnknownClient, OutcomeInvalidToken},
 		{"64 bytes", strings.Repeat("a", 64), OutcomeAuthenticated, UnknownClient, OutcomeAuthenticated},
 		{"empty", "", OutcomeMissingToken, UnknownClient, OutcomeMissingToken},
@@ -302,6 +303,7 @@ llmauth_requests_total{client="_unknown",outcome="invalid_token"} 0
 llmauth_requests_total{client="_unknown",outcome="malformed"} 0
 llmauth_requests_total{client="_unknown",outcome="missing_token"} 2
 llmauth_requests_total{client="_unknown",outcome="other"} 1
+llmauth_requests_total{client="_unknown",outcome="throttled"} 0
 llmauth_requests_total{client="_unknown",outcome="unavailable"} 0
 llmauth_requests_total{client="_unknown",outcome="unknown_client"} 0
 llmauth_requests_total{client="acme",outcome="authenticated"} 2
@@ -309,6 +311,85 @@ llmauth_requests_total{client="acme",outcome="invalid_token"} 1
 `
 	if err := testutil.CollectAndCompare(m.requests, strings.NewReader(want), "llmauth_requests_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+// startSeries is how many series a fresh registry holds: every label value
+// known in advance at zero. requests_total: 8 outcomes of _unknown;
+// cache_lookups_total: 4 caches x hit/miss; cache_stale_served_total: 4;
+// cache_invalidations_total: 3; store_call_duration_seconds and
+// store_errors_total: 2 ops each; change_events_total: 2; change_flushes_total:
+// 8; usage_flushes_total: 2; and the 5 families without labels.
+const startSeries = 8 + 8 + 4 + 3 + 2 + 2 + 2 + 8 + 2 + 5
+
+// TestKnownSeriesAtZero: before any event, the first scrape shows every
+// label value known in advance, at zero.
+func TestKnownSeriesAtZero(t *testing.T) {
+	_, reg := newTest(t, Options{DurationBuckets: []float64{0.5}})
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != startSeries {
+		t.Fatalf("series at start = %d, %v; want %d", n, err, startSeries)
+	}
+	const want = `
+# HELP llmauth_cache_invalidations_total Cache invalidations, by reason (client, key or flush).
+# TYPE llmauth_cache_invalidations_total counter
+llmauth_cache_invalidations_total{reason="client"} 0
+llmauth_cache_invalidations_total{reason="flush"} 0
+llmauth_cache_invalidations_total{reason="key"} 0
+# HELP llmauth_cache_lookups_total Lookups in the decision caches, by cache and result (hit or miss).
+# TYPE llmauth_cache_lookups_total counter
+llmauth_cache_lookups_total{cache="clients",result="hit"} 0
+llmauth_cache_lookups_total{cache="clients",result="miss"} 0
+llmauth_cache_lookups_total{cache="invalid_tokens",result="hit"} 0
+llmauth_cache_lookups_total{cache="invalid_tokens",result="miss"} 0
+llmauth_cache_lookups_total{cache="keys",result="hit"} 0
+llmauth_cache_lookups_total{cache="keys",result="miss"} 0
+llmauth_cache_lookups_total{cache="unknown_clients",result="hit"} 0
+llmauth_cache_lookups_total{cache="unknown_clients",result="miss"} 0
+# HELP llmauth_cache_stale_served_total Decisions served from cache past their TTL because the key store was unavailable (opt-in stale-if-error window), by cache.
+# TYPE llmauth_cache_stale_served_total counter
+llmauth_cache_stale_served_total{cache="clients"} 0
+llmauth_cache_stale_served_total{cache="invalid_tokens"} 0
+llmauth_cache_stale_served_total{cache="keys"} 0
+llmauth_cache_stale_served_total{cache="unknown_clients"} 0
+# HELP llmauth_requests_total Authentication decisions, by client (_unknown when no client was established) and outcome.
+# TYPE llmauth_requests_total counter
+llmauth_requests_total{client="_unknown",outcome="anonymous"} 0
+llmauth_requests_total{client="_unknown",outcome="authenticated"} 0
+llmauth_requests_total{client="_unknown",outcome="invalid_token"} 0
+llmauth_requests_total{client="_unknown",outcome="malformed"} 0
+llmauth_requests_total{client="_unknown",outcome="missing_token"} 0
+llmauth_requests_total{client="_unknown",outcome="throttled"} 0
+llmauth_requests_total{client="_unknown",outcome="unavailable"} 0
+llmauth_requests_total{client="_unknown",outcome="unknown_client"} 0
+# HELP llmauth_store_call_duration_seconds Duration of calls to the key store in seconds, failed calls included, by operation.
+# TYPE llmauth_store_call_duration_seconds histogram
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.5"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="+Inf"} 0
+llmauth_store_call_duration_seconds_sum{op="client_state"} 0
+llmauth_store_call_duration_seconds_count{op="client_state"} 0
+llmauth_store_call_duration_seconds_bucket{op="verify",le="0.5"} 0
+llmauth_store_call_duration_seconds_bucket{op="verify",le="+Inf"} 0
+llmauth_store_call_duration_seconds_sum{op="verify"} 0
+llmauth_store_call_duration_seconds_count{op="verify"} 0
+# HELP llmauth_store_errors_total Calls to the key store that returned an error, by operation.
+# TYPE llmauth_store_errors_total counter
+llmauth_store_errors_total{op="client_state"} 0
+llmauth_store_errors_total{op="verify"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"llmauth_cache_invalidations_total", "llmauth_cache_lookups_total", "llmauth_cache_stale_served_total",
+		"llmauth_requests_total", "llmauth_store_call_duration_seconds", "llmauth_store_errors_total"); err != nil {
+		t.Error(err)
+	}
+	// The lists hold each name once: a duplicate would hide a missing one.
+	for label, names := range map[string][]string{"cache": CacheNames, "op": StoreOps, "reason": InvalidationReasons, "outcome": outcomes} {
+		seen := map[string]bool{}
+		for _, n := range names {
+			if seen[n] {
+				t.Errorf("%s %q listed twice", label, n)
+			}
+			seen[n] = true
+		}
 	}
 }
 
@@ -323,48 +404,55 @@ func TestCacheCounters(t *testing.T) {
 		{
 			name: "hits",
 			do: func(m *Metrics) {
-				m.CacheLookup("decision", true)
+				m.CacheLookup(CacheKeys, true)
+				m.CacheLookup(CacheKeys, true)
+				m.CacheLookup(CacheKeys, false)
+			},
+			c:    func(m *Metrics) prometheus.Collector { return m.cacheLookups.WithLabelValues(CacheKeys, "hit") },
+			want: 2,
+		},
+		{
+			name: "misses",
+			do: func(m *Metrics) {
+				m.CacheLookup(CacheKeys, true)
+				m.CacheLookup(CacheClients, false)
+				m.CacheLookup(CacheClients, false)
+				m.CacheLookup(CacheClients, false)
+			},
+			c:    func(m *Metrics) prometheus.Collector { return m.cacheLookups.WithLabelValues(CacheClients, "miss") },
+			want: 3,
+		},
+		{
+			name: "a cache name not known in advance gets its series",
+			do: func(m *Metrics) {
 				m.CacheLookup("decision", true)
 				m.CacheLookup("decision", false)
+				m.CacheLookup("decision", true)
 			},
 			c:     func(m *Metrics) prometheus.Collector { return m.cacheLookups.WithLabelValues("decision", "hit") },
 			want:  2,
 			count: 2,
 		},
 		{
-			name: "misses",
-			do: func(m *Metrics) {
-				m.CacheLookup("decision", true)
-				m.CacheLookup("client", false)
-				m.CacheLookup("client", false)
-				m.CacheLookup("client", false)
-			},
-			c:     func(m *Metrics) prometheus.Collector { return m.cacheLookups.WithLabelValues("client", "miss") },
-			want:  3,
-			count: 2,
-		},
-		{
 			name: "stale served",
 			do: func(m *Metrics) {
-				m.StaleServed("decision")
-				m.StaleServed("decision")
-				m.StaleServed("client")
+				m.StaleServed(CacheKeys)
+				m.StaleServed(CacheKeys)
+				m.StaleServed(CacheClients)
 			},
-			c:     func(m *Metrics) prometheus.Collector { return m.staleServed.WithLabelValues("decision") },
-			want:  2,
-			count: 2,
+			c:    func(m *Metrics) prometheus.Collector { return m.staleServed.WithLabelValues(CacheKeys) },
+			want: 2,
 		},
 		{
 			name: "invalidations",
 			do: func(m *Metrics) {
-				m.Invalidated("client")
-				m.Invalidated("key")
-				m.Invalidated("key")
-				m.Invalidated("flush")
+				m.Invalidated(InvalidatedClient)
+				m.Invalidated(InvalidatedKey)
+				m.Invalidated(InvalidatedKey)
+				m.Invalidated(InvalidatedFlush)
 			},
-			c:     func(m *Metrics) prometheus.Collector { return m.invalidations.WithLabelValues("key") },
-			want:  2,
-			count: 3,
+			c:    func(m *Metrics) prometheus.Collector { return m.invalidations.WithLabelValues(InvalidatedKey) },
+			want: 2,
 		},
 	}
 	for _, tt := range tests {
@@ -376,11 +464,8 @@ func TestCacheCounters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// 4 series are pre-initialised (change_events x2, usage_flushes x2)
-			// plus listener_up and the two plain usage counters, the 7
-			// placeholder series of requests_total, the 8 flush reasons,
-			// cache_fresh and cache_lease_lapses_total.
-			if want := tt.count + 14 + len(FlushReasons) + 2; n != want {
+			// Only a label value not known in advance adds series.
+			if want := startSeries + tt.count; n != want {
 				t.Errorf("series = %d, want %d", n, want)
 			}
 			if got := testutil.ToFloat64(tt.c(m)); got != tt.want {
@@ -413,6 +498,7 @@ llmauth_store_call_duration_seconds_sum{op="verify"} 1.3125
 llmauth_store_call_duration_seconds_count{op="verify"} 4
 # HELP llmauth_store_errors_total Calls to the key store that returned an error, by operation.
 # TYPE llmauth_store_errors_total counter
+llmauth_store_errors_total{op="client_state"} 0
 llmauth_store_errors_total{op="verify"} 2
 `
 	if err := testutil.CollectAndCompare(m.storeDuration, strings.NewReader(want), "llmauth_store_call_duration_seconds"); err != nil {
@@ -424,8 +510,8 @@ llmauth_store_errors_total{op="verify"} 2
 	if n := testutil.CollectAndCount(m.storeDuration); n != 2 {
 		t.Errorf("duration series = %d, want 2", n)
 	}
-	if n := testutil.CollectAndCount(m.storeErrors); n != 1 {
-		t.Errorf("error series = %d, want 1 (no series for an op without errors)", n)
+	if n := testutil.CollectAndCount(m.storeErrors); n != 2 {
+		t.Errorf("error series = %d, want 2 (one per op, at zero without errors)", n)
 	}
 }
 
@@ -435,6 +521,21 @@ func TestStoreCallDefaultBuckets(t *testing.T) {
 	const want = `
 # HELP llmauth_store_call_duration_seconds Duration of calls to the key store in seconds, failed calls included, by operation.
 # TYPE llmauth_store_call_duration_seconds histogram
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.0005"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.001"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.0025"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.005"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.01"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.025"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.05"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.1"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.25"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.5"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="1"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="2.5"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="+Inf"} 0
+llmauth_store_call_duration_seconds_sum{op="client_state"} 0
+llmauth_store_call_duration_seconds_count{op="client_state"} 0
 llmauth_store_call_duration_seconds_bucket{op="verify",le="0.0005"} 0
 llmauth_store_call_duration_seconds_bucket{op="verify",le="0.001"} 0
 llmauth_store_call_duration_seconds_bucket{op="verify",le="0.0025"} 0
@@ -464,6 +565,11 @@ func TestBucketsCopied(t *testing.T) {
 	const want = `
 # HELP llmauth_store_call_duration_seconds Duration of calls to the key store in seconds, failed calls included, by operation.
 # TYPE llmauth_store_call_duration_seconds histogram
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.125"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="0.5"} 0
+llmauth_store_call_duration_seconds_bucket{op="client_state",le="+Inf"} 0
+llmauth_store_call_duration_seconds_sum{op="client_state"} 0
+llmauth_store_call_duration_seconds_count{op="client_state"} 0
 llmauth_store_call_duration_seconds_bucket{op="verify",le="0.125"} 0
 llmauth_store_call_duration_seconds_bucket{op="verify",le="0.5"} 1
 llmauth_store_call_duration_seconds_bucket{op="verify",le="+Inf"} 1
@@ -592,7 +698,7 @@ func TestConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range per {
 				m.Decision("acme", OutcomeAuthenticated)
-				m.CacheLookup("decision", i%2 == 0)
+				m.CacheLookup(CacheKeys, i%2 == 0)
 				m.StoreCall("verify", time.Millisecond, nil)
 				m.ChangeEvent("poll")
 				m.ListenerUp(i%2 == 0)
@@ -617,8 +723,8 @@ func TestConcurrent(t *testing.T) {
 		want float64
 	}{
 		{"requests", m.requests.WithLabelValues("acme", OutcomeAuthenticated), total},
-		{"cache hits", m.cacheLookups.WithLabelValues("decision", "hit"), total / 2},
-		{"cache misses", m.cacheLookups.WithLabelValues("decision", "miss"), total / 2},
+		{"cache hits", m.cacheLookups.WithLabelValues(CacheKeys, "hit"), total / 2},
+		{"cache misses", m.cacheLookups.WithLabelValues(CacheKeys, "miss"), total / 2},
 		{"change poll", m.changeEvents.WithLabelValues("poll"), total},
 		{"flushes ok", m.usageFlushes.WithLabelValues("ok"), total},
 		{"keys written", m.usageKeys, total},

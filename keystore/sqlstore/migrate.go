@@ -30,8 +30,9 @@ var migrations embed.FS
 //     callers queue and each finds the work done by the one before;
 //   - SQLite has no lock that can span goose's transactions, so two callers
 //     may both find a version pending. Each migration commits in one
-//     transaction with its version row, so the loser's attempt rolls back
-//     whole, and Migrate tries again while another caller makes progress.
+//     transaction with its version row, and a unique index refuses a
+//     version recorded twice, so the loser's attempt rolls back whole, and
+//     Migrate tries again while another caller makes progress.
 //
 // It needs one connection of db's pool at a time. db must come from [Open]
 // (or use the "postgres" driver, or the "sqlite" driver with
@@ -153,14 +154,23 @@ func (m *migrator) ensureVersionTable(ctx context.Context, db *sqlx.DB) (err err
 	if err := tx.GetContext(ctx, &n, exists, migrationTable); err != nil {
 		return fmt.Errorf("version table: %w", err)
 	}
-	if n > 0 {
+	if n == 0 {
+		if err := m.versions.CreateVersionTable(ctx, tx); err != nil {
+			return fmt.Errorf("version table: %w", err)
+		}
+		if err := m.versions.Insert(ctx, tx, database.InsertRequest{Version: 0}); err != nil {
+			return fmt.Errorf("version table: %w", err)
+		}
+	}
+	if m.dialect == dialectSQLite {
+		// Two callers may both find a version pending (see Migrate): the
+		// loser's attempt must fail whole, whatever its migration does, so
+		// the table refuses a version recorded twice.
+		if _, err := tx.ExecContext(ctx, `CREATE UNIQUE INDEX IF NOT EXISTS `+migrationTable+`_version_once ON `+migrationTable+` (version_id)`); err != nil {
+			return fmt.Errorf("version table: %w", err)
+		}
+	} else if n > 0 {
 		return nil
-	}
-	if err := m.versions.CreateVersionTable(ctx, tx); err != nil {
-		return fmt.Errorf("version table: %w", err)
-	}
-	if err := m.versions.Insert(ctx, tx, database.InsertRequest{Version: 0}); err != nil {
-		return fmt.Errorf("version table: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("version table: %w", err)
