@@ -532,3 +532,29 @@ func TestConcurrentFirstRun(t *testing.T) {
 		})
 	}
 }
+
+// TestServeStalenessFlags pins the words of every refusal of the staleness
+// flags: a poll must renew the lease before it lapses.
+func TestServeStalenessFlags(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-staleness", "2s"}, "example: serve: --max-staleness 2s exceeds the 1s bound on changes"},
+		{[]string{"--max-staleness", "500ms"}, "example: serve: --poll-interval 500ms (default 500ms) must be at most half of --max-staleness 500ms (default 1s), so that a poll renews the lease before it lapses"},
+		{[]string{"--poll-interval", "999ms"}, "example: serve: --poll-interval 999ms (default 500ms) must be at most half of --max-staleness 1s (default 1s), so that a poll renews the lease before it lapses"},
+		{[]string{"--poll-interval", "1ns"}, "example: serve: --poll-interval 1ns is below 10ms"},
+		{[]string{"--stale-if-error", "-1s"}, "example: serve: --stale-if-error must not be negative (0 turns it off), got -1s"},
+		{[]string{"--max-staleness", "0s"}, "example: serve: --max-staleness must be a positive duration, got 0s"},
+	} {
+		t.Run(strings.Join(tt.args, "_"), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			r := runBinary(t, dir, baseEnv(), append([]string{"serve", "--database-url", "sqlite:" + filepath.Join(dir, "k.db")}, tt.args...)...)
+			if r.code != 2 || r.stdout != "" || strings.TrimSpace(r.stderr) != tt.want {
+				t.Fatalf("got %v\nwant exit 2 and stderr %q", r, tt.want)
+			}
+		})
+	}
+}

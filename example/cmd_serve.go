@@ -35,7 +35,7 @@ func defaultServeOptions() serveOptions {
 		addr:               "127.0.0.1:8080",
 		cacheTTL:           30 * time.Second,
 		maxStaleness:       keystore.StalenessPromise,
-		pollInterval:       500 * time.Millisecond,
+		pollInterval:       defaultPollInterval,
 		usageFlushInterval: 5 * time.Second,
 		logLevel:           "info",
 		logFormat:          "text",
@@ -110,6 +110,14 @@ func newCmdServe(a *app, runF func(context.Context, *serveOptions) error) *cobra
 }
 
 // validateServe refuses bad serve flags before anything starts.
+// defaultPollInterval is --poll-interval's default: half the default
+// staleness bound.
+const defaultPollInterval = 500 * time.Millisecond
+
+// minPollInterval keeps a mistyped --poll-interval from spinning the
+// poller: 10ms is 100 statements a second per server.
+const minPollInterval = 10 * time.Millisecond
+
 func (o *serveOptions) validateServe() error {
 	port, err := listenPort("--addr", o.addr)
 	if err != nil {
@@ -135,15 +143,24 @@ func (o *serveOptions) validateServe() error {
 		{"--poll-interval", o.pollInterval, false},
 		{"--usage-flush-interval", o.usageFlushInterval, false},
 	} {
-		if d.v < 0 || (d.v == 0 && !d.zeroOK) {
+		if d.v < 0 && d.zeroOK {
+			return usagef("serve: %s must not be negative (0 turns it off), got %s", d.name, d.v)
+		}
+		if d.v <= 0 && !d.zeroOK {
 			return usagef("serve: %s must be a positive duration, got %s", d.name, d.v)
 		}
 	}
 	if o.maxStaleness > keystore.StalenessPromise {
 		return usagef("serve: --max-staleness %s exceeds the %s bound on changes", o.maxStaleness, keystore.StalenessPromise)
 	}
-	if o.pollInterval >= o.maxStaleness {
-		return usagef("serve: --poll-interval %s must be shorter than --max-staleness %s", o.pollInterval, o.maxStaleness)
+	if o.pollInterval < minPollInterval {
+		return usagef("serve: --poll-interval %s is below %s", o.pollInterval, minPollInterval)
+	}
+	// A poll must renew the lease before it lapses, with a poll's own
+	// time to spare.
+	if o.pollInterval > o.maxStaleness/2 {
+		return usagef("serve: --poll-interval %s (default %s) must be at most half of --max-staleness %s (default %s), so that a poll renews the lease before it lapses",
+			o.pollInterval, defaultPollInterval, o.maxStaleness, keystore.StalenessPromise)
 	}
 	if _, err := parseLogLevel(o.logLevel); err != nil {
 		return err
