@@ -113,6 +113,7 @@ type Cache struct {
 
 	group singleflight.Group
 	lease lease
+	renew chan struct{} // see RenewRequests
 
 	// mu orders fills against invalidation: a fill stores its result only
 	// if no invalidation happened since it started (gen unchanged).
@@ -194,6 +195,7 @@ func New(inner keystore.Store, opts Options) (*Cache, error) {
 		invalid:  gocache.New(opts.NegativeTTL, 0),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+		renew:    make(chan struct{}, 1),
 	}
 	c.lease.bound = opts.MaxStaleness
 	c.lease.base = opts.Now()

@@ -23,6 +23,11 @@ func (c *Cache) Fresh() error {
 	return ErrStale
 }
 
+// RenewRequests delivers a value when a lookup found the lease lapsed: the
+// change feed should read the change log now rather than at its next tick
+// (a [Watcher] does), so that cached answers come back without waiting.
+func (c *Cache) RenewRequests() <-chan struct{} { return c.renew }
+
 // MaxStaleness returns the staleness bound in force.
 func (c *Cache) MaxStaleness() time.Duration { return c.lease.bound }
 
@@ -32,6 +37,12 @@ func (c *Cache) fresh(now time.Time) bool {
 	ok := c.lease.valid(now)
 	if ok && !c.lease.lapsed.Load() {
 		return true // the hot path: one clock read by the caller, two atomic loads
+	}
+	if !ok {
+		select {
+		case c.renew <- struct{}{}:
+		default: // a request is pending already
+		}
 	}
 	lapsed, restored := c.lease.transition(now)
 	switch {

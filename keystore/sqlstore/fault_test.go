@@ -589,3 +589,26 @@ func revokeOutOfOrder(t *testing.T, tx interface {
 		}
 	}
 }
+
+// TestLeaseRenewedOnDemand: a watcher whose poller would wait an hour is
+// asked to read the change log at once when a lookup finds the lease
+// lapsed, so cached answers come back without waiting for a tick.
+func TestLeaseRenewedOnDemand(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := sqliteURL(t)
+	admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
+	client, keys := keyedClient(t, admin, 1)
+	srv := startLeased(t, url, sqlstore.WatcherOptions{PollInterval: time.Hour})
+	if _, err := srv.cache.Verify(ctx, client, keys[0].Token); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the lease lapses", 5*time.Second, func() bool { return srv.cache.Fresh() != nil })
+	if _, err := srv.cache.Verify(ctx, client, keys[0].Token); err != nil { // from the store; asks for renewal
+		t.Fatal(err)
+	}
+	waitFor(t, "the lease is renewed on demand", 5*time.Second, func() bool { return srv.cache.Fresh() == nil })
+	if srv.feed.lapses.Load() != 1 {
+		t.Fatalf("lapses = %d, want 1", srv.feed.lapses.Load())
+	}
+}

@@ -12,17 +12,25 @@ func (w *Watcher) pollLoop(ctx context.Context) {
 	defer w.wg.Done()
 	t := time.NewTicker(w.opts.PollInterval)
 	defer t.Stop()
+	// A sink that asks for renewal (cache.Cache.RenewRequests) is polled
+	// at once when a lookup finds its lease lapsed.
+	var renew <-chan struct{}
+	if r, ok := w.sink.(interface{ RenewRequests() <-chan struct{} }); ok {
+		renew = r.RenewRequests()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-renew:
+			t.Reset(w.opts.PollInterval)
 		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, w.opts.PollTimeout)
-			err := w.Poll(pctx)
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				w.log.Debug("change poll failed", "err", err)
-			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, w.opts.PollTimeout)
+		err := w.Poll(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			w.log.Debug("change poll failed", "err", err)
 		}
 	}
 }
