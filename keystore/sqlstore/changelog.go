@@ -152,8 +152,10 @@ func (s *Store) newXid(ctx context.Context) (uint64, error) {
 }
 
 // pruneChanges deletes change-log rows older than age (by the database's
-// clock) and returns how many went. The newest row always stays: it is how
-// a watcher tells a quiet log from one whose ids went backwards.
+// clock) and returns how many went. The newest row older than age always
+// stays, and every row after it: a watcher that has been quiet has that
+// row as its last one seen, and tells by it a quiet log from one whose ids
+// went backwards.
 func (s *Store) pruneChanges(ctx context.Context, age time.Duration) (int64, error) {
 	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
@@ -161,11 +163,11 @@ func (s *Store) pruneChanges(ctx context.Context, age time.Duration) (int64, err
 		return 0, err
 	}
 	secs := int64(age / time.Second)
-	query := `DELETE FROM llmauth_changes WHERE created_at < now() - make_interval(secs => $1)
-AND id < (SELECT MAX(id) FROM llmauth_changes)`
+	query := `DELETE FROM llmauth_changes WHERE id < (
+  SELECT MAX(id) FROM llmauth_changes WHERE created_at < now() - make_interval(secs => $1))`
 	if s.dialect == dialectSQLite {
-		query = `DELETE FROM llmauth_changes WHERE created_at < datetime('now', '-' || ? || ' seconds')
-AND id < (SELECT MAX(id) FROM llmauth_changes)`
+		query = `DELETE FROM llmauth_changes WHERE id < (
+  SELECT MAX(id) FROM llmauth_changes WHERE created_at < datetime('now', '-' || ? || ' seconds'))`
 	}
 	res, err := s.db.ExecContext(ctx, query, secs)
 	if err != nil {

@@ -5,12 +5,14 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
 )
@@ -45,6 +47,7 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 	if err := m.ensureVersionTable(ctx, db); err != nil {
 		return fmt.Errorf("sqlstore: migrate: %w", err)
 	}
+	tries := 0
 	for {
 		before, _, err := m.provider.GetVersions(ctx)
 		if err != nil {
@@ -53,6 +56,17 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 		_, upErr := m.provider.Up(ctx)
 		if upErr == nil {
 			return nil
+		}
+		if lockConflict(upErr) && tries < maxLockRetries {
+			// A deadlock or lock timeout with writers or a long reader:
+			// the migration rolled back whole; wait and try again.
+			tries++
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("sqlstore: migrate: %w", upErr)
+			case <-time.After(time.Duration(tries) * 200 * time.Millisecond):
+			}
+			continue
 		}
 		// A version that advanced while this attempt failed was applied
 		// by someone (another caller, or this attempt before its failing
@@ -63,6 +77,18 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 			return fmt.Errorf("sqlstore: migrate: %w", upErr)
 		}
 	}
+}
+
+// maxLockRetries bounds how often Migrate tries again after a deadlock or
+// a lock timeout (about 20 s of waiting in all, with the migrations' own
+// 3 s lock timeout).
+const maxLockRetries = 5
+
+// lockConflict reports a PostgreSQL deadlock (40P01) or lock timeout
+// (55P03): a migration that lost to other sessions' locks and rolled back.
+func lockConflict(err error) bool {
+	var pe *pq.Error
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "55P03")
 }
 
 // MigrationVersion reports the schema version db is at and the newest

@@ -21,6 +21,12 @@
 -- emptied and its ids restarted.
 
 -- +goose Up
+-- Every lock this migration needs, at once and in the order writers take
+-- them, so that it cannot deadlock with a key written meanwhile; and not
+-- for long behind a long reader (pg_dump), during which every instance
+-- would fail closed: the migration fails after 3s and Migrate tries again.
+SET LOCAL lock_timeout = '3s';
+LOCK TABLE llm_clients, api_keys, llm_client_api_keys, llmauth_changes IN ACCESS EXCLUSIVE MODE;
 ALTER TABLE llmauth_changes ADD COLUMN nonce BIGINT NOT NULL
     DEFAULT floor(random() * 9007199254740991)::bigint;
 
@@ -73,6 +79,8 @@ CREATE CONSTRAINT TRIGGER llm_client_api_keys_changed AFTER INSERT OR UPDATE OR 
     FOR EACH ROW EXECUTE FUNCTION llmauth_link_changed();
 
 -- +goose Down
+SET LOCAL lock_timeout = '3s';
+LOCK TABLE llm_clients, api_keys, llm_client_api_keys, llmauth_changes IN ACCESS EXCLUSIVE MODE;
 DROP TRIGGER llm_client_api_keys_changed ON llm_client_api_keys;
 DROP TRIGGER api_keys_updated ON api_keys;
 DROP TRIGGER api_keys_changed ON api_keys;
