@@ -64,7 +64,8 @@ func TestHelp(t *testing.T) {
 		"keys list":    {"--client", "--json", "last_used_at"},
 		"keys rotate":  {"--grace", "--json"},
 		"keys revoke":  {"anonymous"},
-		"clients list": {"--json", "requires_key"},
+		"clients list": {"--json", "requires_key", "locked"},
+		"clients lock": {"401"},
 	} {
 		help := runBinary(t, dir, baseEnv(), append(strings.Fields(args), "--help")...).stdout
 		for _, f := range flags {
@@ -140,6 +141,11 @@ func TestUsageErrors(t *testing.T) {
 		{"clients", "list", "--bogus"},
 		{"clients", "list", "extra"},
 		{"clients", "delete", "UPPER"},
+		{"clients", "lock"},
+		{"clients", "lock", "Bad_Name"},
+		{"clients", "lock", "a", "b"},
+		{"clients", "unlock", "UPPER"},
+		{"clients", "unlock", "--bogus", "a"},
 		{"keys"},
 		{"keys", "create"},
 		{"keys", "create", "--client"},
@@ -339,6 +345,8 @@ func TestCLI(t *testing.T) {
 			for _, args := range [][]string{
 				{"clients", "create", "bot-a"},
 				{"clients", "delete", "ghost"},
+				{"clients", "lock", "ghost"},
+				{"clients", "unlock", "ghost"},
 				{"keys", "create", "--client", "ghost"},
 				{"keys", "list", "--client", "ghost"},
 				{"keys", "revoke", "999999"},
@@ -425,7 +433,7 @@ func TestCLI(t *testing.T) {
 				t.Fatalf("clients list --json: %v %q", err, r.stdout)
 			}
 			for _, cl := range clients {
-				for _, f := range []string{"name", "requires_key", "active_keys", "keys", "created_at"} {
+				for _, f := range []string{"name", "requires_key", "locked", "active_keys", "keys", "created_at"} {
 					if _, ok := cl[f]; !ok {
 						t.Errorf("clients list --json lacks %q: %v", f, cl)
 					}

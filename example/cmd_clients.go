@@ -11,9 +11,10 @@ func newCmdClients(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "clients COMMAND",
 		Short: "Manage LLM clients",
-		Long:  "Manage LLM clients. A client is open to anonymous callers until it has an\nactive key.\n",
+		Long:  "Manage LLM clients. A client requires a key while it has an active key or\nis locked; otherwise it is open to anonymous callers.\n",
 	}
-	cmd.AddCommand(newCmdClientsCreate(a, nil), newCmdClientsList(a, nil), newCmdClientsDelete(a, nil))
+	cmd.AddCommand(newCmdClientsCreate(a, nil), newCmdClientsList(a, nil), newCmdClientsLock(a, nil),
+		newCmdClientsUnlock(a, nil), newCmdClientsDelete(a, nil))
 	return cmd
 }
 

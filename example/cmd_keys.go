@@ -65,17 +65,28 @@ func (a *app) printNewKey(k keystore.NewKey, asJSON bool) error {
 	return err
 }
 
-// warnIfOpen tells the operator when client has no active key left.
+// warnIfOpen tells the operator when client no longer requires a key: it
+// has no active key left and is not locked. A locked client stays closed
+// (every caller 401), which is said too, without the warning.
 func (a *app) warnIfOpen(ctx context.Context, store *sqlstore.Store, client string) error {
 	if client == "" {
 		return nil
 	}
-	locked, err := store.HasActiveAPIKey(ctx, client)
+	st, err := store.ClientState(ctx, client)
 	if err != nil {
 		return fmt.Errorf("checking client %s: %w", client, err)
 	}
-	if !locked {
+	switch {
+	case !st.RequiresKey:
 		fmt.Fprintf(a.stderr, "warning: client %s has no active key left and now accepts anonymous requests\n", client)
+	case st.Locked:
+		has, err := store.HasActiveAPIKey(ctx, client)
+		if err != nil {
+			return fmt.Errorf("checking client %s: %w", client, err)
+		}
+		if !has {
+			fmt.Fprintf(a.stderr, "client %s has no active key left but is locked: every caller gets 401 until it gets a key\n", client)
+		}
 	}
 	return nil
 }

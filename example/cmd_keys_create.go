@@ -64,7 +64,8 @@ func keysCreateRun(ctx context.Context, o *keysCreateOptions) error {
 		spec.ExpiresAt = &at
 	}
 	return o.withStore(ctx, func(store *sqlstore.Store) error {
-		locked, err := store.HasActiveAPIKey(ctx, o.client)
+		// A locked client required a key already, with or without one.
+		before, err := store.ClientState(ctx, o.client)
 		if err != nil {
 			return err
 		}
@@ -76,7 +77,7 @@ func keysCreateRun(ctx context.Context, o *keysCreateOptions) error {
 			return err
 		}
 		fmt.Fprintf(o.stderr, "created key %d %q for client %s; the token is shown only now (prefix %s)\n", key.ID, key.Name, key.Client, key.Prefix)
-		if !locked {
+		if !before.RequiresKey {
 			fmt.Fprintf(o.stderr, "client %s now requires a key: anonymous requests are refused\n", key.Client)
 		}
 		return nil

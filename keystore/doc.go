@@ -6,11 +6,12 @@
 // standard library only, so a program with a store of its own links no SQL
 // driver.
 //
-// The rule, from the seed model's has_active_api_key: a client with no
-// active key is open; a client with at least one active key requires a
-// bearer token that is an active, unexpired key linked to that client.
-// Expiry never opens a client; only revoking or deleting its last active
-// key does.
+// The rule, from the seed model's has_active_api_key and the contract's
+// lock: a client requires a key while it has at least one active key OR is
+// locked ([ClientState.RequiresKey]); then the caller needs a bearer token
+// that is an active, unexpired key linked to that client. Any other client
+// is open. Expiry never opens a client; only revoking or deleting the last
+// active key of an unlocked client does.
 //
 // Tokens look like llmk_<12 lookup><43 secret><6 checksum>, all base62.
 // Stores keep only the SHA-256 digest of a token; the plaintext exists

@@ -21,8 +21,11 @@ func ValidClientName(name string) bool {
 
 // Client is an LLM client: a bot endpoint that keys may protect.
 type Client struct {
-	ID        int64     `json:"id" db:"id"`
-	Name      string    `json:"name" db:"name"`
+	ID   int64  `json:"id" db:"id"`
+	Name string `json:"name" db:"name"`
+	// Locked makes the client require a key even while it has no active
+	// one: see [ClientState.RequiresKey].
+	Locked    bool      `json:"locked" db:"locked"`
 	CreatedAt time.Time `json:"created_at" db:"created_at"`
 	UpdatedAt time.Time `json:"updated_at" db:"updated_at"`
 }
@@ -30,10 +33,11 @@ type Client struct {
 // ClientSummary is a client with its key counts, as listings show it.
 type ClientSummary struct {
 	Client
-	// RequiresKey is true while at least one linked key is active.
+	// RequiresKey is true while at least one linked key is active or the
+	// client is locked: see [ClientState.RequiresKey].
 	RequiresKey bool `json:"requires_key" db:"requires_key"`
 	// ActiveKeys counts linked keys that are active (expired ones included:
-	// they keep the client locked).
+	// they keep the client requiring a key).
 	ActiveKeys int `json:"active_keys" db:"active_keys"`
 	// Keys counts all linked keys.
 	Keys int `json:"keys" db:"keys"`
@@ -44,9 +48,20 @@ type ClientSummary struct {
 type ClientState struct {
 	ID   int64
 	Name string
-	// RequiresKey is HasActiveAPIKey: at least one linked key is active.
-	// Expiry does not count, so a client whose keys all expired stays
-	// locked rather than opening to anonymous callers.
+	// Locked is the operator's lock (clients lock NAME): the client
+	// requires a key even while it has no active one.
+	Locked bool
+	// RequiresKey is the rule every decision follows:
+	//
+	//	RequiresKey = has_active_api_key OR Locked
+	//
+	// has_active_api_key is the seed model's (HasActiveAPIKey): at least
+	// one linked key is active. Expiry does not count, so a client whose
+	// keys all expired still requires a key rather than opening to
+	// anonymous callers. Locked is the contract's lock: a locked client
+	// with no key refuses every caller (401) until a key exists. Only
+	// revoking or deleting the last active key of an unlocked client
+	// opens it.
 	RequiresKey bool
 }
 
@@ -95,8 +110,8 @@ type KeySpec struct {
 	// Description is free text, at most 1000 characters. Optional.
 	Description string
 	// ExpiresAt, when set, must lie in the future. After it the key no
-	// longer authenticates, but it still counts as active: the client stays
-	// locked until the key is revoked or a new one is created.
+	// longer authenticates, but it still counts as active: the client still
+	// requires a key until the key is revoked or a new one is created.
 	ExpiresAt *time.Time
 }
 

@@ -65,6 +65,7 @@ func Run(t *testing.T, newHarness Factory) {
 	t.Run("KeyInputs", func(t *testing.T) { testKeyInputs(t, newHarness) })
 	t.Run("Decisions", func(t *testing.T) { testDecisions(t, newHarness) })
 	t.Run("RevokeActivateDelete", func(t *testing.T) { testRevokeActivateDelete(t, newHarness) })
+	t.Run("LockUnlock", func(t *testing.T) { testLockUnlock(t, newHarness) })
 	t.Run("Rotate", func(t *testing.T) { testRotate(t, newHarness) })
 	t.Run("DeleteClient", func(t *testing.T) { testDeleteClient(t, newHarness) })
 	t.Run("TouchKeys", func(t *testing.T) { testTouchKeys(t, newHarness) })
@@ -652,6 +653,8 @@ func testUnavailable(t *testing.T, f Factory) {
 		{"RotateKey", func() error { _, err := h.Admin.RotateKey(ctx, k.ID, keystore.RotateSpec{}); return err }},
 		{"DeleteKey", func() error { return h.Admin.DeleteKey(ctx, k.ID) }},
 		{"DeleteClient", func() error { return h.Admin.DeleteClient(ctx, "bot") }},
+		{"LockClient", func() error { _, err := h.Admin.LockClient(ctx, "bot"); return err }},
+		{"UnlockClient", func() error { _, err := h.Admin.UnlockClient(ctx, "bot"); return err }},
 		{"HasActiveAPIKey", func() error { _, err := h.Admin.HasActiveAPIKey(ctx, "bot"); return err }},
 		{"ClientState", func() error { _, err := h.Admin.ClientState(ctx, "bot"); return err }},
 		{"Verify", func() error { _, err := h.Admin.Verify(ctx, "bot", k.Token); return err }},

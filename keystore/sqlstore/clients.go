@@ -92,7 +92,7 @@ func (s *Store) GetClient(ctx context.Context, name string) (keystore.Client, er
 		return keystore.Client{}, err
 	}
 	var r clientRow
-	err := s.db.GetContext(ctx, &r, s.q(`SELECT id, name, created_at, updated_at FROM llm_clients WHERE name = ?`), name)
+	err := s.db.GetContext(ctx, &r, s.q(`SELECT `+clientColumns+` FROM llm_clients c WHERE c.name = ?`), name)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return keystore.Client{}, fmt.Errorf("%w: %q", keystore.ErrUnknownClient, name)
@@ -100,6 +100,46 @@ func (s *Store) GetClient(ctx context.Context, name string) (keystore.Client, er
 		return keystore.Client{}, unavailable("get client", err)
 	}
 	return r.client(), nil
+}
+
+// LockClient locks a client: it requires a key even while it has no active
+// one, so every caller gets 401 until a key exists. Locking a locked client
+// changes nothing (no write, no change event) and returns it.
+func (s *Store) LockClient(ctx context.Context, name string) (keystore.Client, error) {
+	return s.setLocked(ctx, "lock client", name, true)
+}
+
+// UnlockClient lifts a client's lock: without an active key it is open to
+// anonymous callers again. Unlocking an unlocked client changes nothing and
+// returns it.
+func (s *Store) UnlockClient(ctx context.Context, name string) (keystore.Client, error) {
+	return s.setLocked(ctx, "unlock client", name, false)
+}
+
+func (s *Store) setLocked(ctx context.Context, op, name string, locked bool) (keystore.Client, error) {
+	if err := checkName(name); err != nil {
+		return keystore.Client{}, err
+	}
+	var c keystore.Client
+	err := s.inTx(ctx, op, func(ctx context.Context, tx *sqlx.Tx) error {
+		// Only a real change is written, so that a repeated lock does not
+		// invalidate every instance's cache again.
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE llm_clients SET locked = ?, updated_at = ? WHERE name = ? AND locked <> ?`),
+			locked, s.stamp(), name, locked); err != nil {
+			return err
+		}
+		var r clientRow
+		err := tx.GetContext(ctx, &r, s.q(`SELECT `+clientColumns+` FROM llm_clients c WHERE c.name = ?`), name)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %q", keystore.ErrUnknownClient, name)
+		}
+		if err != nil {
+			return err
+		}
+		c = r.client()
+		return nil
+	})
+	return c, err
 }
 
 // ListClients returns every client, by name, with its key counts.
@@ -111,14 +151,14 @@ func (s *Store) ListClients(ctx context.Context) ([]keystore.ClientSummary, erro
 	}
 	var rows []clientSummaryRow
 	err := s.db.SelectContext(ctx, &rows, `
-SELECT c.id, c.name, c.created_at, c.updated_at,
+SELECT `+clientColumns+`,
        COUNT(k.id) AS keys,
        COUNT(CASE WHEN k.is_active THEN 1 END) AS active_keys,
-       COUNT(CASE WHEN k.is_active THEN 1 END) > 0 AS requires_key
+       (c.locked OR COUNT(CASE WHEN k.is_active THEN 1 END) > 0) AS requires_key
 FROM llm_clients c
 LEFT JOIN llm_client_api_keys ck ON ck.llm_client_id = c.id
 LEFT JOIN api_keys k ON k.id = ck.api_key_id
-GROUP BY c.id, c.name, c.created_at, c.updated_at
+GROUP BY c.id, c.name, c.locked, c.created_at, c.updated_at
 ORDER BY c.name`)
 	if err != nil {
 		return nil, unavailable("list clients", err)

@@ -12,43 +12,57 @@ import (
 
 // HasActiveAPIKey reports whether at least one key linked to client is
 // active, exactly the seed model's has_active_api_key. Expiry does not
-// count: see [ClientState.RequiresKey].
+// count. A locked client may have none and still require a key: the
+// decision is [keystore.ClientState.RequiresKey], not this.
 func (s *Store) HasActiveAPIKey(ctx context.Context, client string) (bool, error) {
-	st, err := s.ClientState(ctx, client)
+	r, err := s.clientState(ctx, client)
 	if err != nil {
 		return false, err
 	}
-	return st.RequiresKey, nil
+	return r.ActiveKey, nil
 }
 
 // ClientState answers "does client exist, and does it require a key?" in
-// one indexed round trip.
+// one indexed round trip. RequiresKey is has_active_api_key OR locked (see
+// [keystore.ClientState.RequiresKey]).
 func (s *Store) ClientState(ctx context.Context, client string) (keystore.ClientState, error) {
+	r, err := s.clientState(ctx, client)
+	if err != nil {
+		return keystore.ClientState{}, err
+	}
+	return keystore.ClientState{ID: r.ID, Name: r.Name, Locked: r.Locked, RequiresKey: r.ActiveKey || r.Locked}, nil
+}
+
+// clientStateRow is a client with its lock and whether it has an active key.
+type clientStateRow struct {
+	ID        int64  `db:"id"`
+	Name      string `db:"name"`
+	Locked    bool   `db:"locked"`
+	ActiveKey bool   `db:"active_key"`
+}
+
+func (s *Store) clientState(ctx context.Context, client string) (clientStateRow, error) {
 	if !keystore.ValidClientName(client) {
-		return keystore.ClientState{}, fmt.Errorf("%w: %q", keystore.ErrUnknownClient, truncateForMessage(client))
+		return clientStateRow{}, fmt.Errorf("%w: %q", keystore.ErrUnknownClient, truncateForMessage(client))
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	if err := s.file.check(); err != nil {
-		return keystore.ClientState{}, err
+		return clientStateRow{}, err
 	}
-	var row struct {
-		ID          int64  `db:"id"`
-		Name        string `db:"name"`
-		RequiresKey bool   `db:"requires_key"`
-	}
+	var row clientStateRow
 	err := s.db.GetContext(ctx, &row, s.q(`
-SELECT c.id, c.name,
+SELECT c.id, c.name, c.locked,
        EXISTS (SELECT 1 FROM llm_client_api_keys ck JOIN api_keys k ON k.id = ck.api_key_id
-               WHERE ck.llm_client_id = c.id AND k.is_active) AS requires_key
+               WHERE ck.llm_client_id = c.id AND k.is_active) AS active_key
 FROM llm_clients c WHERE c.name = ?`), client)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return keystore.ClientState{}, fmt.Errorf("%w: %q", keystore.ErrUnknownClient, client)
+		return clientStateRow{}, fmt.Errorf("%w: %q", keystore.ErrUnknownClient, client)
 	case err != nil:
-		return keystore.ClientState{}, unavailable("client state", err)
+		return clientStateRow{}, unavailable("client state", err)
 	}
-	return keystore.ClientState{ID: row.ID, Name: row.Name, RequiresKey: row.RequiresKey}, nil
+	return row, nil
 }
 
 // Verify checks that token is an active, unexpired key linked to client, in

@@ -207,6 +207,21 @@ func scenarios() []scenario {
 			c := uniqueName("late")
 			return func() error { _, err := admin.CreateClient(ctx, c); return err }, opened(c, true)
 		}},
+		{"lock an open client", func(t *testing.T, admin *sqlstore.Store) (func() error, func(keystore.Store) bool) {
+			c, _ := keyed(t, admin, 0)
+			return func() error { _, err := admin.LockClient(ctx, c); return err }, opened(c, false)
+		}},
+		{"unlock a locked client without keys", func(t *testing.T, admin *sqlstore.Store) (func() error, func(keystore.Store) bool) {
+			c, _ := keyed(t, admin, 0)
+			if _, err := admin.LockClient(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			return func() error { _, err := admin.UnlockClient(ctx, c); return err }, opened(c, true)
+		}},
+		{"lock an open client by raw SQL", func(t *testing.T, admin *sqlstore.Store) (func() error, func(keystore.Store) bool) {
+			c, _ := keyed(t, admin, 0)
+			return func() error { return rawExec(admin, `UPDATE llm_clients SET locked = ? WHERE name = ?`, true, c) }, opened(c, false)
+		}},
 	}
 }
 

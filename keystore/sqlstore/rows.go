@@ -13,12 +13,16 @@ import (
 type clientRow struct {
 	ID        int64  `db:"id"`
 	Name      string `db:"name"`
+	Locked    bool   `db:"locked"`
 	CreatedAt dbTime `db:"created_at"`
 	UpdatedAt dbTime `db:"updated_at"`
 }
 
+// clientColumns are clientRow's columns of llm_clients c.
+const clientColumns = `c.id, c.name, c.locked, c.created_at, c.updated_at`
+
 func (r clientRow) client() keystore.Client {
-	return keystore.Client{ID: r.ID, Name: r.Name, CreatedAt: r.CreatedAt.at(), UpdatedAt: r.UpdatedAt.at()}
+	return keystore.Client{ID: r.ID, Name: r.Name, Locked: r.Locked, CreatedAt: r.CreatedAt.at(), UpdatedAt: r.UpdatedAt.at()}
 }
 
 // clientSummaryRow is a client with its key counts.
