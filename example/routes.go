@@ -17,6 +17,7 @@ import (
 	echomw "github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmauth/llmauth/keystore"
 	"github.com/llmauth/llmauth/middleware"
 )
 
@@ -85,18 +86,20 @@ func requestLogger(log *slog.Logger) echo.MiddlewareFunc {
 			if err := next(c); err != nil {
 				c.Error(err)
 			}
-			route := c.Path()
+			route := loggedRoute(c)
 			level := slog.LevelInfo
 			switch route {
 			case "/healthz", "/readyz", "/metrics":
 				level = slog.LevelDebug // probes and scrapes would drown the rest
 			}
+			// Only values the server chose, or checked, reach the log: a
+			// caller can put a token in any field it controls.
 			client := c.Param("client")
-			if len(client) > 64 {
-				client = client[:64] + "…"
+			if !keystore.ValidClientName(client) {
+				client = unloggedValue
 			}
 			log.LogAttrs(c.Request().Context(), level, "request",
-				slog.String("method", c.Request().Method),
+				slog.String("method", loggedMethod(c.Request().Method)),
 				slog.String("route", route),
 				slog.Int("status", c.Response().Status),
 				slog.Duration("latency", time.Since(start)),
@@ -106,6 +109,33 @@ func requestLogger(log *slog.Logger) echo.MiddlewareFunc {
 			return nil
 		}
 	}
+}
+
+// unloggedValue stands in the request log for a value a caller chose that
+// is not a valid one: it starts with '_', which no valid value can.
+const unloggedValue = "_other"
+
+// loggedMethod is the request method if it is a standard one (RFC 9110
+// section 9, and PATCH), else unloggedValue.
+func loggedMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return unloggedValue
+}
+
+// loggedRoute is the route template that served the request, or
+// unloggedValue when none did (Echo then reports the raw path).
+func loggedRoute(c echo.Context) string {
+	p := c.Path()
+	for _, r := range c.Echo().Routes() {
+		if r.Path == p {
+			return p
+		}
+	}
+	return unloggedValue
 }
 
 // readyz answers 200 while the database answers within a second and the

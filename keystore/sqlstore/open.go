@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/llmauth/llmauth/keystore"
 	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/llmauth/llmauth/keystore"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // registers "postgres"
@@ -85,7 +86,14 @@ func ping(ctx context.Context, db *sqlx.DB) error {
 // RedactURL returns databaseURL with any password replaced, for logs: the
 // user-info password and the password and sslpassword parameters. A URL
 // that does not parse is replaced whole.
+//
+// A password with an unescaped '#', '/' or '?' ends the URL's authority
+// early, so the parser does not see it as a password: whatever stands
+// between "://" and the last '@' is hidden whole then.
 func RedactURL(databaseURL string) string {
+	if hidden, ok := hideAuthority(databaseURL); ok {
+		return hidden
+	}
 	u, err := url.Parse(databaseURL)
 	if err != nil {
 		return "(unparsable database url)"
@@ -104,17 +112,29 @@ func RedactURL(databaseURL string) string {
 	return u.Redacted()
 }
 
+// hideAuthority replaces the user info of a URL whose last '@' the parser
+// would not take as the end of the user info (an unescaped '#', '/' or '?'
+// in the password), and reports whether it did.
+func hideAuthority(raw string) (string, bool) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	at := strings.LastIndexByte(rest, '@')
+	if !ok || at < 0 || !strings.ContainsAny(rest[:at], "#/?") {
+		return raw, false
+	}
+	return scheme + "://xxxxx@" + rest[at+1:], true
+}
+
 func parseDatabaseURL(raw string) (driver, dsn string, err error) {
 	switch {
 	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
 		if _, err := url.Parse(raw); err != nil {
-			// url.Error quotes the whole URL, password included: keep only
-			// its cause.
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err
-			}
-			return "", "", fmt.Errorf("%w: database url is not a valid URL: %w", keystore.ErrInvalidInput, err)
+			// url.Error quotes the URL, and its cause may quote part of a
+			// password (an unescaped '#' makes the rest look like a port):
+			// say nothing of the text.
+			return "", "", fmt.Errorf("%w: database url is not a valid URL (percent-encode '#', '/', '?' and '@' in the user name and password)", keystore.ErrInvalidInput)
+		}
+		if _, hidden := hideAuthority(raw); hidden {
+			return "", "", fmt.Errorf("%w: database url: the password has an unescaped '#', '/' or '?' (percent-encode them)", keystore.ErrInvalidInput)
 		}
 		return "postgres", raw, nil
 	case strings.HasPrefix(raw, "sqlite:"), strings.HasPrefix(raw, "file:"):
