@@ -92,7 +92,7 @@ func ping(ctx context.Context, db *sqlx.DB) error {
 // between "://" and the last '@' is hidden whole then.
 func RedactURL(databaseURL string) string {
 	if hidden, ok := hideAuthority(databaseURL); ok {
-		return hidden
+		databaseURL = hidden // and the query's passwords below
 	}
 	u, err := url.Parse(databaseURL)
 	if err != nil {
@@ -118,8 +118,12 @@ func RedactURL(databaseURL string) string {
 func hideAuthority(raw string) (string, bool) {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	at := strings.LastIndexByte(rest, '@')
-	if !ok || at < 0 || !strings.ContainsAny(rest[:at], "#/?") {
+	if !ok || at < 0 {
 		return raw, false
+	}
+	cut := strings.IndexAny(rest[:at], "#/?")
+	if cut < 0 || !strings.Contains(rest[:cut], ":") {
+		return raw, false // user info the parser sees, or none
 	}
 	return scheme + "://xxxxx@" + rest[at+1:], true
 }
