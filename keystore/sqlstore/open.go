@@ -122,8 +122,8 @@ func hideAuthority(raw string) (string, bool) {
 		return raw, false
 	}
 	cut := strings.IndexAny(rest[:at], "#/?")
-	if cut < 0 || !strings.Contains(rest[:cut], ":") {
-		return raw, false // user info the parser sees, or none
+	if cut < 0 || !strings.Contains(rest[:cut], ":") || strings.ContainsAny(rest[:at], "=&") {
+		return raw, false // user info the parser sees, none, or an '@' in the query
 	}
 	return scheme + "://xxxxx@" + rest[at+1:], true
 }

@@ -325,6 +325,7 @@ func TestURLsNeverLeakPasswords(t *testing.T) {
 		// Found by FuzzDatabaseURL: hiding an odd authority must still
 		// redact the query's password.
 		"postgres:///@db?password=S3cret": "postgres:///@db?password=xxxxx",
+		"postgres://:0?x&password=S3cr@":  "postgres://:0?password=xxxxx&x=",
 	} {
 		if got := sqlstore.RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
