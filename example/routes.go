@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -80,13 +81,26 @@ func newRouter(cfg routerConfig) *echo.Echo {
 // latency, remote IP and the client parameter. Never headers, the query
 // string or the raw path, where a token could hide.
 func requestLogger(log *slog.Logger) echo.MiddlewareFunc {
+	// The routes are registered after this middleware, so the set of
+	// their templates is taken at the first request, once.
+	var once sync.Once
+	var routes map[string]bool
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
 			if err := next(c); err != nil {
 				c.Error(err)
 			}
-			route := loggedRoute(c)
+			once.Do(func() {
+				routes = map[string]bool{}
+				for _, r := range c.Echo().Routes() {
+					routes[r.Path] = true
+				}
+			})
+			route := c.Path()
+			if !routes[route] {
+				route = unloggedValue // no route served it: Echo reports the raw path
+			}
 			level := slog.LevelInfo
 			switch route {
 			case "/healthz", "/readyz", "/metrics":
@@ -122,18 +136,6 @@ func loggedMethod(m string) string {
 	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
 		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
 		return m
-	}
-	return unloggedValue
-}
-
-// loggedRoute is the route template that served the request, or
-// unloggedValue when none did (Echo then reports the raw path).
-func loggedRoute(c echo.Context) string {
-	p := c.Path()
-	for _, r := range c.Echo().Routes() {
-		if r.Path == p {
-			return p
-		}
 	}
 	return unloggedValue
 }
