@@ -30,4 +30,7 @@ var (
 	// ErrUnavailable: the store could not answer (database down, deadline
 	// passed, context cancelled). Never treat it as "no key".
 	ErrUnavailable = errors.New("keystore: store unavailable")
+	// ErrNotCached: a [Peeker] cannot answer without asking the store. It
+	// is never a decision.
+	ErrNotCached = errors.New("keystore: not cached")
 )

@@ -16,3 +16,21 @@ type Store interface {
 	// Verify checks that token is an active, unexpired key of client.
 	Verify(ctx context.Context, client string, token Token) (VerifiedKey, error)
 }
+
+// Peeker is implemented by a Store that can answer some lookups from
+// memory (the keystore/cache Cache). The middleware asks it first, so
+// that a request it can answer without I/O never waits for a store call
+// slot or a throttling budget: a valid key already verified keeps working
+// from any source.
+//
+// A peek answers only what the Store itself would answer at that moment
+// without a store call, under the same rules (freshness, TTL, expiry).
+// When it cannot, it returns ErrNotCached and has no effect.
+type Peeker interface {
+	// PeekClientState is ClientState without I/O: the state, or
+	// ErrUnknownClient for a name remembered as unknown, or ErrNotCached.
+	PeekClientState(client string) (ClientState, error)
+	// PeekVerify is Verify without I/O: the key, or ErrInvalidToken for a
+	// token remembered as invalid (or expired), or ErrNotCached.
+	PeekVerify(client string, token Token) (VerifiedKey, error)
+}
