@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -183,7 +185,7 @@ func badRequest(c echo.Context, param, format string, args ...any) error {
 func readJSONObject(c echo.Context, v any, optional bool) error {
 	raw, err := io.ReadAll(c.Request().Body)
 	if err != nil {
-		return err // the body limit's 413 among others
+		return bodyReadError(err)
 	}
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
@@ -202,6 +204,23 @@ func readJSONObject(c echo.Context, v any, optional bool) error {
 }
 
 var errBadJSON = errors.New("the request body must be a JSON object")
+
+// bodyReadError turns a failure to read the request body into the
+// caller's error it is: 413 over the body limit, 408 when the body did not
+// arrive within the server's read timeout, 400 for a body cut short or
+// badly framed (a malformed chunk, fewer bytes than Content-Length). A
+// caller's bad body is never a 500.
+func bodyReadError(err error) error {
+	var he *echo.HTTPError
+	var ne net.Error
+	switch {
+	case errors.As(err, &he):
+		return err // the body limit's 413
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return echo.NewHTTPError(http.StatusRequestTimeout).SetInternal(err)
+	}
+	return echo.NewHTTPError(http.StatusBadRequest).SetInternal(err)
+}
 
 // chatResponse is the reply of POST /v1/clients/:client/chat.
 type chatResponse struct {

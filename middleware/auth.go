@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	echomw "github.com/labstack/echo/v4/middleware"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/llmauth/llmauth/keystore"
 )
@@ -84,7 +85,21 @@ type Config struct {
 	// Default: none.
 	SuccessHandler func(c echo.Context)
 
-	// Now is the clock for usage records. Default: time.Now.
+	// Throttle configures the throttling of failed attempts per source
+	// and client (429, outcome "throttled"). Default: on, 10 failed
+	// attempts in a row, then 1 per second; see [ThrottleConfig].
+	Throttle ThrottleConfig
+
+	// MaxConcurrentLookups bounds how many store calls (lookups that
+	// Store, as a [keystore.Peeker], could not answer from memory) run at
+	// once. Others wait their turn, first come first served, within
+	// DecisionTimeout, then get 503: a flood of unknown tokens or client
+	// names cannot take every database connection, and legitimate cold
+	// lookups queue behind at most this many calls. Default: 16.
+	MaxConcurrentLookups int
+
+	// Now is the clock for usage records and throttling budgets.
+	// Default: time.Now.
 	Now func() time.Time
 }
 
@@ -130,10 +145,26 @@ func (config Config) ToMiddleware() (echo.MiddlewareFunc, error) {
 	if config.Now == nil {
 		config.Now = time.Now
 	}
+	if config.MaxConcurrentLookups < 0 {
+		return nil, errors.New("middleware: negative Config.MaxConcurrentLookups")
+	}
+	if config.MaxConcurrentLookups == 0 {
+		config.MaxConcurrentLookups = 16
+	}
+	throttleConfig, err := config.Throttle.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	config.Throttle = throttleConfig
 	a := &authenticator{
 		Config:     config,
 		challenge:  `Bearer realm="` + config.Realm + `"`,
 		retryAfter: strconv.FormatInt(int64((config.RetryAfter+time.Second-1)/time.Second), 10),
+		lookups:    semaphore.NewWeighted(int64(config.MaxConcurrentLookups)),
+	}
+	a.peeker, _ = config.Store.(keystore.Peeker)
+	if !config.Throttle.Disabled {
+		a.throttle = newThrottle(config.Throttle, config.Now)
 	}
 	if a.ErrorHandler == nil {
 		a.ErrorHandler = a.respond
@@ -145,6 +176,9 @@ type authenticator struct {
 	Config
 	challenge  string
 	retryAfter string
+	peeker     keystore.Peeker     // Store, when it can answer from memory
+	lookups    *semaphore.Weighted // store call slots
+	throttle   *throttle           // nil when disabled
 }
 
 func (a *authenticator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
@@ -156,7 +190,7 @@ func (a *authenticator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if refusal != nil {
 			a.record(refusal.Client, refusal.Outcome)
 			a.logRefusal(c, refusal)
-			return a.ErrorHandler(c, refusal)
+			return a.refuse(c, refusal)
 		}
 		outcome := OutcomeAuthenticated
 		if p.Anonymous {
@@ -177,8 +211,8 @@ func (a *authenticator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 // decide makes the decision for one request. The order matters: an unknown
 // or open client is answered before the Authorization header is looked at.
 func (a *authenticator) decide(c echo.Context) (Principal, *Error) {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), a.DecisionTimeout)
-	defer cancel()
+	var d deadline
+	defer d.cancel()
 
 	name, err := a.ClientResolver(c)
 	if err != nil || !keystore.ValidClientName(name) {
@@ -188,7 +222,7 @@ func (a *authenticator) decide(c echo.Context) (Principal, *Error) {
 		return Principal{}, &Error{Status: http.StatusNotFound, Outcome: OutcomeUnknownClient, Client: UnknownClientLabel,
 			Err: fmt.Errorf("%w: %w", ErrUnknownClient, err)}
 	}
-	state, err := a.Store.ClientState(ctx, name)
+	state, err := a.clientState(c, &d, name)
 	switch {
 	case errors.Is(err, keystore.ErrUnknownClient):
 		return Principal{}, &Error{Status: http.StatusNotFound, Outcome: OutcomeUnknownClient, Client: UnknownClientLabel,
@@ -206,20 +240,105 @@ func (a *authenticator) decide(c echo.Context) (Principal, *Error) {
 	case errors.Is(err, ErrMissingToken):
 		return Principal{}, &Error{Status: http.StatusUnauthorized, Outcome: OutcomeMissingToken, Client: state.Name, Err: err}
 	case err != nil:
+		if terr := a.throttle.fail(c, state.Name); terr != nil {
+			return Principal{}, a.throttled(state.Name, terr)
+		}
 		return Principal{}, &Error{Status: http.StatusBadRequest, Outcome: OutcomeMalformed, Client: state.Name, Err: err}
 	}
 	token, err := keystore.ParseToken(raw)
 	if err != nil {
-		return Principal{}, a.invalid(state.Name, err)
+		return Principal{}, a.failed(c, state.Name, err)
 	}
-	key, err := a.Store.Verify(ctx, state.Name, token)
-	switch {
-	case errors.Is(err, keystore.ErrInvalidToken):
-		return Principal{}, a.invalid(state.Name, err)
-	case err != nil:
-		return Principal{}, a.unavailable(state.Name, err)
+	key, refusal := a.verify(c, &d, state.Name, token)
+	if refusal != nil {
+		return Principal{}, refusal
 	}
 	return Principal{Client: state.Name, ClientID: state.ID, KeyID: key.KeyID, KeyName: key.KeyName}, nil
+}
+
+// deadline is the DecisionTimeout of one decision, started by the first
+// store call it needs: a decision answered from memory never pays for a
+// timer.
+type deadline struct {
+	ctx  context.Context
+	stop context.CancelFunc
+}
+
+func (d *deadline) context(a *authenticator, c echo.Context) context.Context {
+	if d.ctx == nil {
+		d.ctx, d.stop = context.WithTimeout(c.Request().Context(), a.DecisionTimeout)
+	}
+	return d.ctx
+}
+
+func (d *deadline) cancel() {
+	if d.stop != nil {
+		d.stop()
+	}
+}
+
+// clientState answers from memory when the Store can, else from a store
+// call in one of the bounded slots.
+func (a *authenticator) clientState(c echo.Context, d *deadline, name string) (keystore.ClientState, error) {
+	if a.peeker != nil {
+		state, err := a.peeker.PeekClientState(name)
+		if !errors.Is(err, keystore.ErrNotCached) {
+			return state, err
+		}
+	}
+	ctx := d.context(a, c)
+	if err := a.lookups.Acquire(ctx, 1); err != nil {
+		return keystore.ClientState{}, fmt.Errorf("%w: waiting for a store call slot: %w", keystore.ErrUnavailable, err)
+	}
+	defer a.lookups.Release(1)
+	return a.Store.ClientState(ctx, name)
+}
+
+// verify checks a well-formed token: from memory when the Store can,
+// else, within the source's throttling budget, from a store call in one
+// of the bounded slots. Only a failure spends the budget.
+func (a *authenticator) verify(c echo.Context, d *deadline, client string, token keystore.Token) (keystore.VerifiedKey, *Error) {
+	if a.peeker != nil {
+		key, err := a.peeker.PeekVerify(client, token)
+		switch {
+		case err == nil:
+			return key, nil
+		case errors.Is(err, keystore.ErrInvalidToken):
+			return keystore.VerifiedKey{}, a.failed(c, client, err)
+		}
+	}
+	done, err := a.throttle.attempt(c, client)
+	if err != nil {
+		return keystore.VerifiedKey{}, a.throttled(client, err)
+	}
+	ctx := d.context(a, c)
+	if err := a.lookups.Acquire(ctx, 1); err != nil {
+		done(false)
+		return keystore.VerifiedKey{}, a.unavailable(client, fmt.Errorf("%w: waiting for a store call slot: %w", keystore.ErrUnavailable, err))
+	}
+	key, err := a.Store.Verify(ctx, client, token)
+	a.lookups.Release(1)
+	done(errors.Is(err, keystore.ErrInvalidToken))
+	switch {
+	case errors.Is(err, keystore.ErrInvalidToken):
+		return keystore.VerifiedKey{}, a.invalid(client, err)
+	case err != nil:
+		return keystore.VerifiedKey{}, a.unavailable(client, err)
+	}
+	return key, nil
+}
+
+// failed answers credentials found bad without a store call: 401, or 429
+// once the source's budget against client is spent.
+func (a *authenticator) failed(c echo.Context, client string, err error) *Error {
+	if terr := a.throttle.fail(c, client); terr != nil {
+		return a.throttled(client, terr)
+	}
+	return a.invalid(client, err)
+}
+
+func (a *authenticator) throttled(client string, err error) *Error {
+	return &Error{Status: http.StatusTooManyRequests, Outcome: OutcomeThrottled, Client: client, Err: err}
 }
 
 func (a *authenticator) invalid(client string, err error) *Error {
@@ -267,6 +386,25 @@ type errorBody struct {
 	} `json:"error"`
 }
 
+// refuse answers a refusal through the ErrorHandler. A request body is
+// never read for a refusal: the connection is closed after the answer
+// instead, so that a slow or endless body cannot delay the answer (net/http
+// would otherwise read up to 256 KiB of it first) or hold the connection.
+func (a *authenticator) refuse(c echo.Context, e *Error) error {
+	req := c.Request()
+	unreadBody := req.ProtoMajor == 1 && req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody
+	if unreadBody {
+		c.Response().Header().Set(echo.HeaderConnection, "close")
+	}
+	err := a.ErrorHandler(c, e)
+	if unreadBody {
+		// What net/http reads of the body after the handler then fails
+		// at once, instead of waiting up to the server's ReadTimeout.
+		_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now())
+	}
+	return err
+}
+
 // respond is the default ErrorHandler.
 func (a *authenticator) respond(c echo.Context, err error) error {
 	var e *Error
@@ -293,6 +431,10 @@ func (a *authenticator) respond(c echo.Context, err error) error {
 	case OutcomeUnavailable:
 		h.Set(echo.HeaderRetryAfter, a.retryAfter)
 		body.Error.Message, body.Error.Type, body.Error.Code = "authentication is temporarily unavailable", "service_unavailable", "unavailable"
+	case OutcomeThrottled:
+		seconds, _ := RetryAfter(e.Err)
+		h.Set(echo.HeaderRetryAfter, strconv.FormatInt(max(seconds, 1), 10))
+		body.Error.Message, body.Error.Type, body.Error.Code = "too many failed attempts: retry later", "rate_limit_error", "throttled"
 	}
 	h.Set(echo.HeaderCacheControl, "no-store")
 	return c.JSON(e.Status, body)

@@ -27,6 +27,9 @@ const (
 	OutcomeUnknownClient Outcome = "unknown_client"
 	// OutcomeUnavailable: the store could not decide (503).
 	OutcomeUnavailable Outcome = "unavailable"
+	// OutcomeThrottled: the source spent its budget of failed attempts
+	// against the client (429); see [ThrottleConfig].
+	OutcomeThrottled Outcome = "throttled"
 )
 
 // UnknownClientLabel is the client label of decisions about no existing

@@ -1,0 +1,196 @@
+package middleware
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
+)
+
+// ThrottleConfig configures the throttling of failed attempts: each
+// source (by default the remote IP that Echo's IPExtractor reports) has,
+// against each client, a budget of Burst failed attempts that refills at
+// Rate per second. A failed attempt is a request whose credentials were
+// invalid (401 invalid_token) or malformed (400). Once a source's budget
+// against a client is spent, its requests to that client that would need a
+// store call, or that fail, are answered 429 with Retry-After and counted
+// as outcome "throttled", without a store call. A token already verified
+// and cached keeps working from any source, throttled or not.
+//
+// With the defaults a source makes 10 failed attempts in a row against a
+// client, then one more per second. Why per source and client: a budget
+// per client alone would let one guesser lock every legitimate caller out;
+// a budget per source alone would let one bad credential in one script
+// lock its host out of every client.
+type ThrottleConfig struct {
+	// Disabled turns throttling off: every failed attempt is answered
+	// 401 or 400 and may cost a store call. Default: false (on).
+	Disabled bool
+
+	// Rate is how many failed attempts per second a source regains
+	// against one client. Default: 1.
+	Rate rate.Limit
+
+	// Burst is how many failed attempts a source may make in a row
+	// against one client before it is throttled. Default: 10.
+	Burst int
+
+	// MaxSources caps how many (client, source) budgets are remembered,
+	// so that memory stays bounded whatever the number of sources; the
+	// least recently failed is forgotten first, and a forgotten source
+	// starts again with a full budget. About 200 bytes each.
+	// Default: 10000.
+	MaxSources int
+
+	// Source names the source of a request. Default: c.RealIP(), that
+	// is Echo's IPExtractor. Echo's default extractor takes the peer
+	// address and ignores X-Forwarded-For and X-Real-IP, which a caller
+	// can set to anything: behind a load balancer, configure
+	// echo.ExtractIPFromXFFHeader with the balancer's addresses as trusted
+	// proxies, or every caller shares the balancer's budget.
+	Source func(c echo.Context) string
+}
+
+// ErrThrottled is the cause of a 429: the source spent its budget of
+// failed attempts against the client (see [ThrottleConfig]).
+var ErrThrottled = errors.New("middleware: too many failed attempts")
+
+// throttledError carries how long until the source may try again.
+type throttledError struct{ retryAfter time.Duration }
+
+func (e *throttledError) Error() string {
+	return fmt.Sprintf("%v; retry after %v", ErrThrottled, e.retryAfter)
+}
+
+func (e *throttledError) Unwrap() error { return ErrThrottled }
+
+// RetryAfter returns how long a throttled source must wait before its next
+// attempt, rounded up to whole seconds (at least 1), for the Retry-After
+// header of a 429; ok is false when err is not a throttling refusal.
+func RetryAfter(err error) (seconds int64, ok bool) {
+	var t *throttledError
+	if !errors.As(err, &t) {
+		return 0, false
+	}
+	return max(1, int64(math.Ceil(t.retryAfter.Seconds()))), true
+}
+
+func (t ThrottleConfig) withDefaults() (ThrottleConfig, error) {
+	if t.Rate < 0 || t.Burst < 0 || t.MaxSources < 0 {
+		return t, errors.New("middleware: negative Throttle.Rate, Throttle.Burst or Throttle.MaxSources")
+	}
+	if t.Rate == 0 {
+		t.Rate = 1
+	}
+	if t.Burst == 0 {
+		t.Burst = 10
+	}
+	if t.MaxSources == 0 {
+		t.MaxSources = 10000
+	}
+	if t.Source == nil {
+		t.Source = func(c echo.Context) string { return c.RealIP() }
+	}
+	return t, nil
+}
+
+// throttle holds the budgets: a capped LRU of rate limiters keyed by
+// client and source. It is consulted only on the slow path (a lookup the
+// cache could not answer, or a failure), never for a cached valid key.
+type throttle struct {
+	cfg ThrottleConfig
+	now func() time.Time
+
+	mu      sync.Mutex
+	budgets map[string]*list.Element // of *budget
+	lru     list.List                // front: most recently used
+}
+
+type budget struct {
+	key      string
+	limiter  *rate.Limiter
+	inFlight int // attempts admitted whose outcome is not known yet
+}
+
+func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
+	return &throttle{cfg: cfg, now: now, budgets: make(map[string]*list.Element)}
+}
+
+// budgetLocked returns the budget of source against client, creating it
+// full. t.mu must be held.
+func (t *throttle) budgetLocked(client, source string) *budget {
+	key := client + "\x00" + source
+	if e, ok := t.budgets[key]; ok {
+		t.lru.MoveToFront(e)
+		return e.Value.(*budget)
+	}
+	b := &budget{key: key, limiter: rate.NewLimiter(t.cfg.Rate, t.cfg.Burst)}
+	t.budgets[key] = t.lru.PushFront(b)
+	for len(t.budgets) > t.cfg.MaxSources {
+		oldest := t.lru.Back()
+		t.lru.Remove(oldest)
+		delete(t.budgets, oldest.Value.(*budget).key)
+	}
+	return b
+}
+
+// attempt admits one attempt of the source against client whose outcome
+// needs a store call. It is admitted while the budget holds an attempt
+// not already taken by the source's attempts in flight, so that a source
+// cannot get past its budget by sending its guesses all at once. done
+// must be called with the outcome: a failure spends an attempt of the
+// budget, anything else gives it back. When the budget is spent, the
+// error wraps ErrThrottled and says how long to wait. A nil throttle
+// admits everything.
+func (t *throttle) attempt(c echo.Context, client string) (done func(failed bool), err error) {
+	if t == nil {
+		return func(bool) {}, nil
+	}
+	source := t.cfg.Source(c)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.budgetLocked(client, source)
+	now := t.now()
+	if missing := float64(b.inFlight+1) - b.limiter.TokensAt(now); missing > 0 {
+		return nil, &throttledError{retryAfter: t.wait(missing)}
+	}
+	b.inFlight++
+	return func(failed bool) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		b.inFlight--
+		if failed {
+			b.limiter.ReserveN(t.now(), 1) // spent, even into debt
+		}
+	}, nil
+}
+
+// fail spends one attempt of the source's budget against client on a
+// failure found without a store call (malformed credentials, a token
+// remembered as invalid). When the budget was already spent it spends
+// nothing and returns an error wrapping ErrThrottled.
+func (t *throttle) fail(c echo.Context, client string) error {
+	done, err := t.attempt(c, client)
+	if err != nil {
+		return err
+	}
+	done(true)
+	return nil
+}
+
+// wait is how long until the budget regains missing attempts.
+func (t *throttle) wait(missing float64) time.Duration {
+	return time.Duration(missing / float64(t.cfg.Rate) * float64(time.Second))
+}
+
+// len reports how many budgets are remembered (for tests).
+func (t *throttle) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.budgets)
+}

@@ -1,0 +1,337 @@
+package middleware_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/llmauth/llmauth/keystore"
+	"github.com/llmauth/llmauth/keystore/cache"
+	"github.com/llmauth/llmauth/middleware"
+)
+
+// countingStore counts the store calls that reach the database, and the
+// most that ran at once.
+type countingStore struct {
+	keystore.Store
+	calls, inFlight, maxInFlight atomic.Int64
+	delay                        time.Duration
+}
+
+func (s *countingStore) enter() func() {
+	s.calls.Add(1)
+	n := s.inFlight.Add(1)
+	for {
+		m := s.maxInFlight.Load()
+		if n <= m || s.maxInFlight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	if s.delay > 0 {
+		time.Sleep(s.delay)
+	}
+	return func() { s.inFlight.Add(-1) }
+}
+
+func (s *countingStore) ClientState(ctx context.Context, client string) (keystore.ClientState, error) {
+	defer s.enter()()
+	return s.Store.ClientState(ctx, client)
+}
+
+func (s *countingStore) Verify(ctx context.Context, client string, tok keystore.Token) (keystore.VerifiedKey, error) {
+	defer s.enter()()
+	return s.Store.Verify(ctx, client, tok)
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// sourceHeader names the source of a test request, so that one test
+// process can play many callers.
+const sourceHeader = "X-Test-Source"
+
+func sourceFromHeader(c echo.Context) string { return c.Request().Header.Get(sourceHeader) }
+
+func TestThrottle(t *testing.T) {
+	w := newWorld(t)
+	fresh, err := w.store.CreateKey(context.Background(), "locked", keystore.KeySpec{Name: "fresh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh2, err := w.store.CreateKey(context.Background(), "locked", keystore.KeySpec{Name: "fresh2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown, err := keystore.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := &countingStore{Store: w.store}
+	c, err := cache.New(db, cache.Options{NoChangeFeed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	clock := &fakeClock{now: time.Now()}
+	rec := &counter{}
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.String(http.StatusOK, "ok") },
+		middleware.WithConfig(middleware.Config{
+			Store:    c,
+			Metrics:  rec,
+			Now:      clock.Now,
+			Throttle: middleware.ThrottleConfig{Burst: 3, Rate: 0.5, Source: sourceFromHeader},
+		}))
+
+	const (
+		valid     = "valid"     // w.key, verified by the first step
+		fresh_    = "fresh"     // a valid key never verified before
+		fresh2_   = "fresh2"    // another one
+		guess     = "guess"     // a well-formed token of no key
+		malformed = "malformed" // not a Bearer credential
+		none      = "none"      // no Authorization header
+		other     = "other"     // another client's key
+	)
+	auth := map[string]string{
+		valid: "Bearer " + w.key.Token.Reveal(), fresh_: "Bearer " + fresh.Token.Reveal(),
+		fresh2_: "Bearer " + fresh2.Token.Reveal(),
+		guess:   "Bearer " + unknown.Reveal(), malformed: "Basic dXNlcjpwYXNz", other: "Bearer " + w.other.Token.Reveal(),
+	}
+	steps := []struct {
+		name        string
+		givenSource string
+		givenClient string
+		givenCreds  string
+		givenWait   time.Duration // clock moves before the request
+		expectCode  int
+		expectRetry string
+		expectCalls int64 // store calls this request makes
+	}{
+		{name: "a valid key is verified once", givenSource: "a", givenClient: "locked", givenCreds: valid, expectCode: 200, expectCalls: 2},
+		{name: "1st failure", givenSource: "a", givenClient: "locked", givenCreds: guess, expectCode: 401, expectCalls: 1},
+		{name: "2nd failure, the same guess (negative cache)", givenSource: "a", givenClient: "locked", givenCreds: guess, expectCode: 401},
+		{name: "3rd failure, malformed", givenSource: "a", givenClient: "locked", givenCreds: malformed, expectCode: 400},
+		{name: "budget spent: a guess", givenSource: "a", givenClient: "locked", givenCreds: guess, expectCode: 429, expectRetry: "2"},
+		{name: "budget spent: malformed", givenSource: "a", givenClient: "locked", givenCreds: malformed, expectCode: 429, expectRetry: "2"},
+		{name: "budget spent: another client's key", givenSource: "a", givenClient: "locked", givenCreds: other, expectCode: 429, expectRetry: "2"},
+		{name: "budget spent: a valid key not yet verified", givenSource: "a", givenClient: "locked", givenCreds: fresh_, expectCode: 429, expectRetry: "2"},
+		{name: "budget spent: a verified key still works", givenSource: "a", givenClient: "locked", givenCreds: valid, expectCode: 200},
+		{name: "budget spent: no credentials is still 401", givenSource: "a", givenClient: "locked", givenCreds: none, expectCode: 401},
+		{name: "another source is not throttled", givenSource: "b", givenClient: "locked", givenCreds: guess, expectCode: 401},
+		{name: "another source's fresh key", givenSource: "b", givenClient: "locked", givenCreds: fresh_, expectCode: 200, expectCalls: 1},
+		{name: "the same source against another client", givenSource: "a", givenClient: "other", givenCreds: guess, expectCode: 401, expectCalls: 2},
+		{name: "the same source, an open client", givenSource: "a", givenClient: "open", givenCreds: guess, expectCode: 200, expectCalls: 1},
+		{name: "1s later: still spent", givenSource: "a", givenClient: "locked", givenCreds: guess, givenWait: time.Second, expectCode: 429, expectRetry: "1"},
+		{name: "2s later: one attempt regained", givenSource: "a", givenClient: "locked", givenCreds: guess, givenWait: time.Second, expectCode: 401},
+		{name: "and spent again", givenSource: "a", givenClient: "locked", givenCreds: guess, expectCode: 429, expectRetry: "2"},
+		{name: "b's fresh key is now verified", givenSource: "b", givenClient: "locked", givenCreds: fresh_, expectCode: 200},
+		{name: "c: 1st failure", givenSource: "c", givenClient: "locked", givenCreds: guess, expectCode: 401},
+		{name: "c: 2nd failure", givenSource: "c", givenClient: "locked", givenCreds: guess, expectCode: 401},
+		{name: "c: a store call that succeeds takes the last attempt", givenSource: "c", givenClient: "locked", givenCreds: fresh2_, expectCode: 200, expectCalls: 1},
+		{name: "c: and gives it back", givenSource: "c", givenClient: "locked", givenCreds: malformed, expectCode: 400},
+		{name: "c: spent", givenSource: "c", givenClient: "locked", givenCreds: guess, expectCode: 429, expectRetry: "2"},
+	}
+	for _, s := range steps {
+		clock.Add(s.givenWait)
+		before := db.calls.Load()
+		req := httptest.NewRequest(http.MethodPost, "/v1/clients/"+s.givenClient+"/chat", nil)
+		req.Header.Set(sourceHeader, s.givenSource)
+		if a := auth[s.givenCreds]; a != "" {
+			req.Header.Set("Authorization", a)
+		}
+		res := httptest.NewRecorder()
+		e.ServeHTTP(res, req)
+		if res.Code != s.expectCode {
+			t.Fatalf("%s: status %d, want %d (body %s)", s.name, res.Code, s.expectCode, res.Body)
+		}
+		if got := res.Header().Get("Retry-After"); got != s.expectRetry {
+			t.Fatalf("%s: Retry-After %q, want %q", s.name, got, s.expectRetry)
+		}
+		if calls := db.calls.Load() - before; calls != s.expectCalls {
+			t.Fatalf("%s: %d store calls, want %d", s.name, calls, s.expectCalls)
+		}
+		if s.expectCode == 429 {
+			want := `{"error":{"message":"too many failed attempts: retry later","type":"rate_limit_error","code":"throttled"}}` + "\n"
+			if res.Body.String() != want || res.Header().Get("Cache-Control") != "no-store" {
+				t.Fatalf("%s: body %q, Cache-Control %q", s.name, res.Body, res.Header().Get("Cache-Control"))
+			}
+		}
+	}
+	if got := rec.get("locked/throttled"); got != 7 {
+		t.Fatalf("locked/throttled counted %d times, want 7 (all: %v)", got, rec.n)
+	}
+}
+
+func TestThrottleDisabled(t *testing.T) {
+	w := newWorld(t)
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.String(http.StatusOK, "ok") },
+		middleware.WithConfig(middleware.Config{Store: w.store, Throttle: middleware.ThrottleConfig{Disabled: true}}))
+	for i := range 50 {
+		req := httptest.NewRequest(http.MethodPost, "/v1/clients/locked/chat", nil)
+		req.Header.Set("Authorization", "Bearer "+w.spent.Token.Reveal())
+		res := httptest.NewRecorder()
+		e.ServeHTTP(res, req)
+		if res.Code != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: status %d, want 401", i+1, res.Code)
+		}
+	}
+}
+
+// TestColdLookupsDuringFlood shows the two defences together: guesses
+// from many sources, each within its own budget, cannot take every store
+// call slot for long, and legitimate first requests keep succeeding; the
+// database never sees more than MaxConcurrentLookups calls at once.
+func TestColdLookupsDuringFlood(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	const legit = 20
+	var keys []keystore.NewKey
+	for i := range legit {
+		k, err := w.store.CreateKey(ctx, "locked", keystore.KeySpec{Name: fmt.Sprint("cold-", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	// Every store call takes a while, as on a loaded database.
+	db := &countingStore{Store: w.store, delay: 2 * time.Millisecond}
+	c, err := cache.New(db, cache.Options{NoChangeFeed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	const slots = 4
+	rec := &counter{}
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.String(http.StatusOK, "ok") },
+		middleware.WithConfig(middleware.Config{
+			Store: c, Metrics: rec, MaxConcurrentLookups: slots,
+			// Generous for a test on a busy machine: what is under test is
+			// that legitimate calls are not starved, not how fast they are.
+			DecisionTimeout: 30 * time.Second,
+			Throttle:        middleware.ThrottleConfig{Source: sourceFromHeader},
+		}))
+	do := func(source, token string) int {
+		req := httptest.NewRequest(http.MethodPost, "/v1/clients/locked/chat", nil)
+		req.Header.Set(sourceHeader, source)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res := httptest.NewRecorder()
+		e.ServeHTTP(res, req)
+		return res.Code
+	}
+
+	stop := make(chan struct{})
+	var flood sync.WaitGroup
+	var guesses, throttled atomic.Int64
+	for g := range 32 {
+		flood.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tok, err := keystore.NewToken()
+				if err != nil {
+					panic(err)
+				}
+				// 8 sources per goroutine, 256 in all.
+				switch do(fmt.Sprintf("10.0.%d.%d", g, i%8), tok.Reveal()) {
+				case http.StatusUnauthorized:
+					guesses.Add(1)
+				case http.StatusTooManyRequests:
+					throttled.Add(1)
+				default:
+					panic("a guess was not refused")
+				}
+			}
+		})
+	}
+	// Let the flood fill the slots first.
+	for guesses.Load() < 200 {
+		time.Sleep(time.Millisecond)
+	}
+	for i, k := range keys {
+		if code := do("192.0.2.1", k.Token.Reveal()); code != http.StatusOK {
+			close(stop)
+			flood.Wait()
+			t.Fatalf("legitimate cold request %d during the flood: status %d, want 200", i, code)
+		}
+	}
+	close(stop)
+	flood.Wait()
+	if got := db.maxInFlight.Load(); got > slots {
+		t.Fatalf("%d store calls at once, want at most %d", got, slots)
+	}
+	if rec.get("locked/authenticated") != legit {
+		t.Fatalf("authenticated %d, want %d", rec.get("locked/authenticated"), legit)
+	}
+	t.Logf("flood: %d guesses refused 401, %d throttled, %d store calls", guesses.Load(), throttled.Load(), db.calls.Load())
+}
+
+// TestRefusalDoesNotWaitForTheBody: a refusal is answered at once, without
+// reading the body, and the connection is closed rather than held while
+// net/http drains a slow body.
+func TestRefusalDoesNotWaitForTheBody(t *testing.T) {
+	w := newWorld(t)
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.String(http.StatusOK, "ok") },
+		middleware.WithConfig(middleware.Config{Store: w.store}))
+	srv := httptest.NewUnstartedServer(e)
+	// Far longer than the test's own deadline: if the server waited for
+	// the body, the test would notice.
+	srv.Config.ReadTimeout = 10 * time.Minute
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Headers and a promise of 100000 bytes of body, of which 10 come.
+	_, err = fmt.Fprintf(conn, "POST /v1/clients/locked/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"a\":\"b\",")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body is incomplete: %v", err)
+	}
+	if res.StatusCode != http.StatusUnauthorized || !res.Close {
+		t.Fatalf("status %d, Connection close %v; want 401 and close", res.StatusCode, res.Close)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	// The server closes its end instead of reading the rest.
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read after the answer: %v, want EOF (connection closed by the server)", err)
+	}
+}
