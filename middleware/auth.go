@@ -86,7 +86,7 @@ type Config struct {
 	SuccessHandler func(c echo.Context)
 
 	// Throttle configures the throttling of failed attempts per source
-	// and client (429, outcome "throttled"). Default: on, 10 failed
+	// and client (429, outcome "throttled"). Default: on, 20 failed
 	// attempts in a row, then 1 per second; see [ThrottleConfig].
 	Throttle ThrottleConfig
 

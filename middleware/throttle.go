@@ -22,8 +22,10 @@ import (
 // as outcome "throttled", without a store call. A token already verified
 // and cached keeps working from any source, throttled or not.
 //
-// With the defaults a source makes 10 failed attempts in a row against a
-// client, then one more per second. Why per source and client: a budget
+// With the defaults a source makes 20 failed attempts in a row against a
+// client, then one more per second: a script that tries a handful of bad
+// keys is never throttled, a guesser is slowed from thousands of guesses
+// per second to one. Why per source and client: a budget
 // per client alone would let one guesser lock every legitimate caller out;
 // a budget per source alone would let one bad credential in one script
 // lock its host out of every client.
@@ -37,7 +39,7 @@ type ThrottleConfig struct {
 	Rate rate.Limit
 
 	// Burst is how many failed attempts a source may make in a row
-	// against one client before it is throttled. Default: 10.
+	// against one client before it is throttled. Default: 20.
 	Burst int
 
 	// MaxSources caps how many (client, source) budgets are remembered,
@@ -88,7 +90,7 @@ func (t ThrottleConfig) withDefaults() (ThrottleConfig, error) {
 		t.Rate = 1
 	}
 	if t.Burst == 0 {
-		t.Burst = 10
+		t.Burst = 20
 	}
 	if t.MaxSources == 0 {
 		t.MaxSources = 10000
