@@ -27,7 +27,9 @@ func ExampleNew() {
 	m.Decision(metrics.UnknownClient, metrics.OutcomeMissingToken)
 	m.Decision("EVIL\n", metrics.OutcomeInvalidToken) // not a client name: recorded as _unknown
 
-	// The placeholder's eight series exist from the start, at zero.
+	// The placeholder's eight series exist from the start, at zero; a
+	// client's seven (all outcomes but unknown_client) from its first
+	// decision.
 	series, err := testutil.GatherAndCount(reg, "llmauth_requests_total")
 	if err != nil {
 		fmt.Println(err)
@@ -46,11 +48,17 @@ llmauth_requests_total{client="_unknown",outcome="missing_token"} 1
 llmauth_requests_total{client="_unknown",outcome="throttled"} 0
 llmauth_requests_total{client="_unknown",outcome="unavailable"} 0
 llmauth_requests_total{client="_unknown",outcome="unknown_client"} 0
+llmauth_requests_total{client="acme",outcome="anonymous"} 0
 llmauth_requests_total{client="acme",outcome="authenticated"} 2
+llmauth_requests_total{client="acme",outcome="invalid_token"} 0
+llmauth_requests_total{client="acme",outcome="malformed"} 0
+llmauth_requests_total{client="acme",outcome="missing_token"} 0
+llmauth_requests_total{client="acme",outcome="throttled"} 0
+llmauth_requests_total{client="acme",outcome="unavailable"} 0
 `), "llmauth_requests_total")
 	fmt.Println("as expected:", err == nil)
 	// Output:
-	// series: 9
+	// series: 15
 	// as expected: true
 }
 
@@ -79,7 +87,7 @@ func ExampleMetrics_serving() {
 	sc := bufio.NewScanner(rec.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, `llmauth_requests_total{client="acme"`) || strings.HasPrefix(line, "llmauth_change_listener_up") {
+		if strings.HasPrefix(line, `llmauth_requests_total{client="acme",outcome="authenticated"`) || strings.HasPrefix(line, "llmauth_change_listener_up") {
 			fmt.Println(line)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -143,13 +144,26 @@ type Metrics struct {
 	storeErrors   *prometheus.CounterVec
 	changeEvents  *prometheus.CounterVec
 	listenerUp    prometheus.Gauge
+	listenerWant  prometheus.Gauge
 	feedFlushes   *prometheus.CounterVec
 	leaseFresh    prometheus.Gauge
 	leaseLapses   prometheus.Counter
 	usageFlushes  *prometheus.CounterVec
 	usageKeys     prometheus.Counter
 	usageDropped  prometheus.Counter
+
+	// byClient holds, per client label value, the counters of every
+	// outcome: a decision costs one lock-free map load, and a client's
+	// first decision starts all its outcomes at zero, so that rate() sees
+	// every later one. Bounded by the number of clients that exist.
+	byClient sync.Map // string -> *clientCounters
+	// lookups holds the counters of the known caches, by cacheIndex.
+	lookups [][2]prometheus.Counter // [miss, hit]
 }
+
+// clientCounters are one client's llmauth_requests_total series, by
+// outcomeIndex.
+type clientCounters [9]prometheus.Counter // outcomes, then outcomeOther
 
 // New creates llmauth's collectors and registers them on reg. It never uses
 // the global default registry. It returns an error, and leaves reg as it
@@ -225,6 +239,12 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 			Name:      "listener_up",
 			Help:      "Whether the change listener is connected to the key store (1) or not (0).",
 		}),
+		listenerWant: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns,
+			Subsystem: "change",
+			Name:      "listener_expected",
+			Help:      "Whether this instance keeps a change listener (1: PostgreSQL LISTEN/NOTIFY) or polls the change log only (0: SQLite).",
+		}),
 		feedFlushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns,
 			Subsystem: "change",
@@ -274,12 +294,10 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 		m.feedFlushes.WithLabelValues(r)
 	}
 	m.leaseFresh.Set(1)
-	for _, o := range outcomes {
-		m.requests.WithLabelValues(UnknownClient, o)
-	}
-	for _, c := range CacheNames {
-		m.cacheLookups.WithLabelValues(c, "hit")
-		m.cacheLookups.WithLabelValues(c, "miss")
+	m.clientCounters(UnknownClient)
+	m.lookups = make([][2]prometheus.Counter, len(CacheNames))
+	for i, c := range CacheNames {
+		m.lookups[i] = [2]prometheus.Counter{m.cacheLookups.WithLabelValues(c, "miss"), m.cacheLookups.WithLabelValues(c, "hit")}
 		m.staleServed.WithLabelValues(c)
 	}
 	for _, op := range StoreOps {
@@ -302,6 +320,7 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 		{"store_errors_total", m.storeErrors},
 		{"change_events_total", m.changeEvents},
 		{"change_listener_up", m.listenerUp},
+		{"change_listener_expected", m.listenerWant},
 		{"change_flushes_total", m.feedFlushes},
 		{"cache_fresh", m.leaseFresh},
 		{"cache_lease_lapses_total", m.leaseLapses},
@@ -340,7 +359,67 @@ func (m *Metrics) Decision(client, outcome string) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(boundClient(client), boundOutcome(outcome)).Inc()
+	i := outcomeIndex(outcome)
+	if v, ok := m.byClient.Load(client); ok {
+		v.(*clientCounters)[i].Inc()
+		return
+	}
+	m.clientCounters(boundClient(client))[i].Inc()
+}
+
+// clientCounters returns the counters of a client label value, creating
+// them, all at zero, on first use.
+func (m *Metrics) clientCounters(client string) *clientCounters {
+	if v, ok := m.byClient.Load(client); ok {
+		return v.(*clientCounters)
+	}
+	cc := new(clientCounters)
+	for i, o := range outcomes {
+		if o == OutcomeUnknownClient && client != UnknownClient {
+			// Never counted under an existing client: no zero series.
+			cc[i] = lazyCounter{vec: m.requests, labels: []string{client, o}}
+			continue
+		}
+		cc[i] = m.requests.WithLabelValues(client, o)
+	}
+	// "other" is not started at zero: it exists only if a caller of
+	// Decision passes an outcome this package does not know.
+	cc[len(outcomes)] = lazyCounter{vec: m.requests, labels: []string{client, outcomeOther}}
+	v, _ := m.byClient.LoadOrStore(client, cc)
+	return v.(*clientCounters)
+}
+
+// lazyCounter creates its series at the first increment.
+type lazyCounter struct {
+	prometheus.Counter
+	vec    *prometheus.CounterVec
+	labels []string
+}
+
+func (c lazyCounter) Inc() { c.vec.WithLabelValues(c.labels...).Inc() }
+
+// outcomeIndex is the index in outcomes of outcome, or len(outcomes) for
+// outcomeOther.
+func outcomeIndex(outcome string) int {
+	switch outcome {
+	case OutcomeAnonymous:
+		return 0
+	case OutcomeAuthenticated:
+		return 1
+	case OutcomeMissingToken:
+		return 2
+	case OutcomeInvalidToken:
+		return 3
+	case OutcomeMalformed:
+		return 4
+	case OutcomeUnknownClient:
+		return 5
+	case OutcomeUnavailable:
+		return 6
+	case OutcomeThrottled:
+		return 7
+	}
+	return len(outcomes)
 }
 
 // CacheLookup counts one lookup in the named cache in
@@ -350,11 +429,15 @@ func (m *Metrics) CacheLookup(cache string, hit bool) {
 	if m == nil {
 		return
 	}
-	result := "miss"
+	h := 0
 	if hit {
-		result = "hit"
+		h = 1
 	}
-	m.cacheLookups.WithLabelValues(cache, result).Inc()
+	if i := cacheIndex(cache); i >= 0 {
+		m.lookups[i][h].Inc()
+		return
+	}
+	m.cacheLookups.WithLabelValues(cache, [2]string{"miss", "hit"}[h]).Inc()
 }
 
 // StaleServed counts, in llmauth_cache_stale_served_total, one decision the
@@ -403,6 +486,20 @@ func (m *Metrics) ChangeEvent(path string) {
 		return
 	}
 	m.changeEvents.WithLabelValues(path).Inc()
+}
+
+// ListenerExpected sets llmauth_change_listener_expected: 1 when the
+// instance keeps a change listener (PostgreSQL), 0 when it polls only
+// (SQLite). The watcher calls it once at start.
+func (m *Metrics) ListenerExpected(expected bool) {
+	if m == nil {
+		return
+	}
+	if expected {
+		m.listenerWant.Set(1)
+	} else {
+		m.listenerWant.Set(0)
+	}
 }
 
 // ListenerUp sets llmauth_change_listener_up to 1 when the change listener
@@ -496,16 +593,19 @@ func boundClient(client string) string {
 	return client
 }
 
-// boundOutcome returns outcome if it is one of the Outcome constants, and
-// "other" otherwise.
-func boundOutcome(outcome string) string {
-	switch outcome {
-	case OutcomeAnonymous, OutcomeAuthenticated, OutcomeMissingToken,
-		OutcomeInvalidToken, OutcomeMalformed, OutcomeUnknownClient,
-		OutcomeUnavailable, OutcomeThrottled:
-		return outcome
+// cacheIndex is the index of cache in CacheNames, or -1.
+func cacheIndex(cache string) int {
+	switch cache {
+	case CacheClients:
+		return 0
+	case CacheUnknownClients:
+		return 1
+	case CacheKeys:
+		return 2
+	case CacheInvalidTokens:
+		return 3
 	}
-	return outcomeOther
+	return -1
 }
 
 // validNamespace reports whether ns matches [a-zA-Z_][a-zA-Z0-9_]*.

@@ -23,6 +23,7 @@ var allFamilies = []string{
 	"cache_stale_served_total",
 	"change_events_total",
 	"change_flushes_total",
+	"change_listener_expected",
 	"change_listener_up",
 	"requests_total",
 	"store_call_duration_seconds",
@@ -306,8 +307,13 @@ llmauth_requests_total{client="_unknown",outcome="other"} 1
 llmauth_requests_total{client="_unknown",outcome="throttled"} 0
 llmauth_requests_total{client="_unknown",outcome="unavailable"} 0
 llmauth_requests_total{client="_unknown",outcome="unknown_client"} 0
+llmauth_requests_total{client="acme",outcome="anonymous"} 0
 llmauth_requests_total{client="acme",outcome="authenticated"} 2
 llmauth_requests_total{client="acme",outcome="invalid_token"} 1
+llmauth_requests_total{client="acme",outcome="malformed"} 0
+llmauth_requests_total{client="acme",outcome="missing_token"} 0
+llmauth_requests_total{client="acme",outcome="throttled"} 0
+llmauth_requests_total{client="acme",outcome="unavailable"} 0
 `
 	if err := testutil.CollectAndCompare(m.requests, strings.NewReader(want), "llmauth_requests_total"); err != nil {
 		t.Error(err)
@@ -319,8 +325,8 @@ llmauth_requests_total{client="acme",outcome="invalid_token"} 1
 // cache_lookups_total: 4 caches x hit/miss; cache_stale_served_total: 4;
 // cache_invalidations_total: 3; store_call_duration_seconds and
 // store_errors_total: 2 ops each; change_events_total: 2; change_flushes_total:
-// 8; usage_flushes_total: 2; and the 5 families without labels.
-const startSeries = 8 + 8 + 4 + 3 + 2 + 2 + 2 + 8 + 2 + 5
+// 8; usage_flushes_total: 2; and the 6 families without labels.
+const startSeries = 8 + 8 + 4 + 3 + 2 + 2 + 2 + 8 + 2 + 6
 
 // TestKnownSeriesAtZero: before any event, the first scrape shows every
 // label value known in advance, at zero.

@@ -60,7 +60,10 @@ var FlushReasons = []FlushReason{
 }
 
 // WatcherObserver receives the watcher's events; metrics.Metrics implements
-// it.
+// it. An observer that also has a method ListenerExpected(expected bool)
+// is told once, at start, whether this watcher keeps a LISTEN connection
+// (PostgresURL set) or polls only, so that "listener down" alerts can
+// leave polling-only (SQLite) instances alone.
 type WatcherObserver interface {
 	ChangeEvent(path string)
 	ListenerUp(up bool)
@@ -179,6 +182,9 @@ func NewWatcher(ctx context.Context, store *Store, sink Invalidator, opts Watche
 		log = slog.New(slog.DiscardHandler)
 	}
 	w := &Watcher{store: store, sink: sink, opts: opts, log: log, pos: newChangePosition(opts.Retention)}
+	if o, ok := opts.Observer.(interface{ ListenerExpected(bool) }); ok {
+		o.ListenerExpected(opts.PostgresURL != "")
+	}
 	if err := w.start(ctx); err != nil {
 		return nil, err
 	}
