@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,13 +49,29 @@ type UsageAudit struct {
 	opts UsageOptions
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	pending map[int64]time.Time
+	// shards hold the pending uses, by key id, so that requests for
+	// different keys do not wait for one lock.
+	shards [auditShards]auditShard
+	// count is how many keys are pending, across shards.
+	count atomic.Int64
 
 	flushMu sync.Mutex // one write at a time
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
+}
+
+// auditShards is the number of pending-use maps; a power of two.
+const auditShards = 32
+
+type auditShard struct {
+	mu      sync.Mutex
+	pending map[int64]time.Time
+	_       [48]byte // 16 + 48: one shard per 64-byte cache line
+}
+
+func (u *UsageAudit) shard(keyID int64) *auditShard {
+	return &u.shards[uint64(keyID)%auditShards]
 }
 
 // NewUsageAudit starts an audit that writes through w. Call Close to stop
@@ -78,37 +96,52 @@ func NewUsageAudit(w UsageWriter, opts UsageOptions) (*UsageAudit, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	u := &UsageAudit{w: w, opts: opts, log: log, pending: map[int64]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	u := &UsageAudit{w: w, opts: opts, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	for i := range u.shards {
+		u.shards[i].pending = map[int64]time.Time{}
+	}
 	go u.loop()
 	return u, nil
 }
 
 // RecordUse notes that key keyID was used at at. It never blocks on I/O.
 func (u *UsageAudit) RecordUse(keyID int64, at time.Time) {
-	u.mu.Lock()
-	prev, ok := u.pending[keyID]
-	switch {
-	case ok:
+	sh := u.shard(keyID)
+	sh.mu.Lock()
+	if prev, ok := sh.pending[keyID]; ok {
 		if at.After(prev) {
-			u.pending[keyID] = at
+			sh.pending[keyID] = at
 		}
-		u.mu.Unlock()
-	case len(u.pending) >= u.opts.MaxPending:
-		u.mu.Unlock()
+		sh.mu.Unlock()
+		return
+	}
+	if !u.reserve(1) {
+		sh.mu.Unlock()
 		if u.opts.Observer != nil {
 			u.opts.Observer.UsageDropped(1)
 		}
-	default:
-		u.pending[keyID] = at
-		u.mu.Unlock()
+		return
+	}
+	sh.pending[keyID] = at
+	sh.mu.Unlock()
+}
+
+// reserve counts n more pending keys if MaxPending allows.
+func (u *UsageAudit) reserve(n int64) bool {
+	for {
+		c := u.count.Load()
+		if c+n > int64(u.opts.MaxPending) {
+			return false
+		}
+		if u.count.CompareAndSwap(c, c+n) {
+			return true
+		}
 	}
 }
 
 // Pending returns how many keys wait to be written.
 func (u *UsageAudit) Pending() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.pending)
+	return int(u.count.Load())
 }
 
 // Flush writes what is pending now. On failure the uses are kept for the
@@ -116,14 +149,20 @@ func (u *UsageAudit) Pending() int {
 func (u *UsageAudit) Flush(ctx context.Context) error {
 	u.flushMu.Lock()
 	defer u.flushMu.Unlock()
-	u.mu.Lock()
-	batch := u.pending
+	batch := map[int64]time.Time{}
+	for i := range u.shards {
+		sh := &u.shards[i]
+		sh.mu.Lock()
+		if len(sh.pending) > 0 {
+			maps.Copy(batch, sh.pending)
+			u.count.Add(-int64(len(sh.pending)))
+			sh.pending = make(map[int64]time.Time, len(sh.pending))
+		}
+		sh.mu.Unlock()
+	}
 	if len(batch) == 0 {
-		u.mu.Unlock()
 		return nil
 	}
-	u.pending = make(map[int64]time.Time, len(batch))
-	u.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(ctx, u.opts.FlushTimeout)
 	defer cancel()
@@ -139,19 +178,20 @@ func (u *UsageAudit) Flush(ctx context.Context) error {
 		return nil
 	}
 	dropped := 0
-	u.mu.Lock()
 	for id, at := range batch {
-		if prev, ok := u.pending[id]; ok {
+		sh := u.shard(id)
+		sh.mu.Lock()
+		if prev, ok := sh.pending[id]; ok {
 			if at.After(prev) {
-				u.pending[id] = at
+				sh.pending[id] = at
 			}
-		} else if len(u.pending) < u.opts.MaxPending {
-			u.pending[id] = at
+		} else if u.reserve(1) {
+			sh.pending[id] = at
 		} else {
 			dropped++
 		}
+		sh.mu.Unlock()
 	}
-	u.mu.Unlock()
 	if dropped > 0 && u.opts.Observer != nil {
 		u.opts.Observer.UsageDropped(dropped)
 	}
