@@ -67,7 +67,10 @@ func ParseToken(s string) (Token, error) {
 		}
 	}
 	payload, sum := s[:len(s)-checksumLen], s[len(s)-checksumLen:]
-	if subtle.ConstantTimeCompare([]byte(checksum(payload)), []byte(sum)) != 1 {
+	want := checksumOf(payload)
+	var got [checksumLen]byte
+	copy(got[:], sum)
+	if subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
 		return Token{}, fmt.Errorf("%w: checksum mismatch", ErrMalformedToken)
 	}
 	return Token{raw: s}, nil
@@ -83,7 +86,15 @@ func (t Token) LookupID() string {
 }
 
 // Digest is the SHA-256 digest of the whole token.
-func (t Token) Digest() Digest { return sha256.Sum256([]byte(t.raw)) }
+func (t Token) Digest() Digest {
+	// Through a buffer on the stack: a []byte conversion of the token
+	// would cost an allocation per request.
+	var buf [TokenLength]byte
+	if len(t.raw) == TokenLength {
+		return sha256.Sum256(append(buf[:0], t.raw...))
+	}
+	return sha256.Sum256([]byte(t.raw))
+}
 
 // IsZero reports whether t is the zero Token, which no key matches.
 func (t Token) IsZero() bool { return t.raw == "" }
@@ -135,11 +146,22 @@ func randomBase62(n int) (string, error) {
 
 // checksum encodes the CRC32 (IEEE) of payload as 6 base62 characters.
 func checksum(payload string) string {
-	v := crc32.ChecksumIEEE([]byte(payload))
+	b := checksumOf(payload)
+	return string(b[:])
+}
+
+// checksumOf is checksum without an allocation: the CRC32 is computed
+// byte by byte from the string, with hash/crc32's IEEE table.
+func checksumOf(payload string) [checksumLen]byte {
+	v := ^uint32(0)
+	for i := 0; i < len(payload); i++ {
+		v = crc32.IEEETable[byte(v)^payload[i]] ^ (v >> 8)
+	}
+	v = ^v
 	var b [checksumLen]byte
 	for i := checksumLen - 1; i >= 0; i-- {
 		b[i] = base62[v%62]
 		v /= 62
 	}
-	return string(b[:])
+	return b
 }
