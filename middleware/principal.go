@@ -28,13 +28,30 @@ type principalKey struct{}
 // NewContext returns a copy of ctx that carries p. The middleware calls it;
 // tests of handlers may too.
 func NewContext(ctx context.Context, p Principal) context.Context {
-	return context.WithValue(ctx, principalKey{}, p)
+	// What context.WithValue does, in one allocation instead of two (the
+	// principal is not boxed).
+	return &principalContext{Context: ctx, p: p}
+}
+
+type principalContext struct {
+	context.Context
+	p Principal
+}
+
+func (c *principalContext) Value(key any) any {
+	if key == (principalKey{}) {
+		return &c.p
+	}
+	return c.Context.Value(key)
 }
 
 // PrincipalFromContext returns the principal the middleware stored in ctx.
 func PrincipalFromContext(ctx context.Context) (Principal, bool) {
-	p, ok := ctx.Value(principalKey{}).(Principal)
-	return p, ok
+	p, ok := ctx.Value(principalKey{}).(*Principal)
+	if !ok {
+		return Principal{}, false
+	}
+	return *p, true
 }
 
 // PrincipalFrom returns the principal of an Echo request that passed the
