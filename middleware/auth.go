@@ -190,6 +190,7 @@ func (a *authenticator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if refusal != nil {
 			a.record(refusal.Client, refusal.Outcome)
 			a.logRefusal(c, refusal)
+			c.Set(refusalKey, refusal)
 			return a.refuse(c, refusal)
 		}
 		outcome := OutcomeAuthenticated

@@ -3,6 +3,8 @@ package middleware
 import (
 	"errors"
 	"fmt"
+
+	"github.com/labstack/echo/v4"
 )
 
 // Outcome is how the middleware decided a request; it is the "outcome"
@@ -65,3 +67,16 @@ func (e *Error) Error() string {
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
+
+// refusalKey is the echo.Context key under which the middleware leaves its
+// refusal, for RefusalFrom.
+const refusalKey = "llmauth.refusal"
+
+// RefusalFrom returns the refusal the middleware answered a request with,
+// for an access log or an outer middleware that wants the outcome and the
+// client without parsing the response. ok is false when the middleware
+// passed the request, skipped it, or did not run.
+func RefusalFrom(c echo.Context) (e *Error, ok bool) {
+	e, ok = c.Get(refusalKey).(*Error)
+	return e, ok
+}

@@ -400,7 +400,10 @@ func BenchmarkAuthenticated(b *testing.B) {
 	_, _ = s.CreateClient(ctx, "bot")
 	_, _ = s.CreateClient(ctx, "open")
 	k, _ := s.CreateKey(ctx, "bot", keystore.KeySpec{})
-	cache, _ := cache.New(s, cache.Options{})
+	// No change feed here: entries are trusted for their TTL. Without one
+	// and without this option, the cache could never prove its freshness
+	// and every lookup would go to the store.
+	cache, _ := cache.New(s, cache.Options{NoChangeFeed: true})
 	defer cache.Close()
 	handler := func(c echo.Context) error { return c.NoContent(204) }
 	serve := func(store keystore.Store, client, auth string) func(b *testing.B) {
@@ -445,6 +448,46 @@ func BenchmarkAuthenticated(b *testing.B) {
 			serve(bc.store, bc.client, bc.auth)(b)
 			if baseNs > 0 {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/baseNs, "x-baseline")
+			}
+		})
+	}
+}
+
+func TestRefusalFrom(t *testing.T) {
+	w := newWorld(t)
+	tests := []struct {
+		name          string
+		givenClient   string
+		givenAuth     string
+		expectRefused bool
+		expectOutcome middleware.Outcome
+		expectClient  string
+	}{
+		{name: "passed", givenClient: "open", expectRefused: false},
+		{name: "missing token", givenClient: "locked", expectRefused: true, expectOutcome: middleware.OutcomeMissingToken, expectClient: "locked"},
+		{name: "unknown client", givenClient: "ghost", expectRefused: true, expectOutcome: middleware.OutcomeUnknownClient, expectClient: middleware.UnknownClientLabel},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := echo.New()
+			var got *middleware.Error
+			var refused bool
+			outer := func(next echo.HandlerFunc) echo.HandlerFunc {
+				return func(c echo.Context) error {
+					err := next(c)
+					got, refused = middleware.RefusalFrom(c)
+					return err
+				}
+			}
+			e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) },
+				outer, middleware.WithConfig(middleware.Config{Store: w.store}))
+			req := httptest.NewRequest(http.MethodPost, "/v1/clients/"+tt.givenClient+"/chat", nil)
+			e.ServeHTTP(httptest.NewRecorder(), req)
+			if refused != tt.expectRefused {
+				t.Fatalf("refused = %v, want %v", refused, tt.expectRefused)
+			}
+			if refused && (got.Outcome != tt.expectOutcome || got.Client != tt.expectClient) {
+				t.Fatalf("refusal %+v, want outcome %s client %s", got, tt.expectOutcome, tt.expectClient)
 			}
 		})
 	}
