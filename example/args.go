@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -104,4 +108,140 @@ func isNegativeNumber(s string) bool {
 		}
 	}
 	return true
+}
+
+// durationHint is the one way every duration flag says what it wants.
+const durationHint = "want a duration such as 90s, 720h or 30d"
+
+// errBadDuration is what a duration flag's Set returns for a value that is
+// not a duration; flagError turns it into
+// `invalid --NAME "VALUE": want a duration such as 90s, 720h or 30d`.
+var errBadDuration = errors.New(durationHint)
+
+// day is the unit "d" of parseDuration: 24 hours, whatever the calendar.
+const day = 24 * time.Hour
+
+// parseDuration reads a duration flag's value: a Go duration (90s, 1h30m,
+// 720h) in which days may also appear as "d" (30d, 1d12h, 1.5d). A day is
+// 24 hours. Sign and range are the flag's to check.
+func parseDuration(s string) (time.Duration, error) {
+	if !strings.Contains(s, "d") {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, errBadDuration
+		}
+		return d, nil
+	}
+	rest, neg := s, false
+	if rest != "" && (rest[0] == '-' || rest[0] == '+') {
+		rest, neg = rest[1:], rest[0] == '-'
+	}
+	if rest == "" {
+		return 0, errBadDuration
+	}
+	var total time.Duration
+	for rest != "" {
+		n := strings.IndexFunc(rest, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+		if n <= 0 {
+			return 0, errBadDuration // no number, or a number without a unit
+		}
+		u := n + strings.IndexFunc(rest[n:], func(r rune) bool { return r >= '0' && r <= '9' || r == '.' })
+		if u < n {
+			u = len(rest)
+		}
+		number, unit := rest[:n], rest[n:u]
+		rest = rest[u:]
+		var part time.Duration
+		if unit == "d" {
+			h, err := time.ParseDuration(number + "h")
+			if err != nil || h > math.MaxInt64/day*time.Hour {
+				return 0, errBadDuration
+			}
+			part = h * 24
+		} else {
+			var err error
+			if part, err = time.ParseDuration(number + unit); err != nil {
+				return 0, errBadDuration
+			}
+		}
+		if total > math.MaxInt64-part {
+			return 0, errBadDuration // overflow
+		}
+		total += part
+	}
+	if neg {
+		total = -total
+	}
+	return total, nil
+}
+
+// formatDuration prints a duration the way parseDuration reads it, in
+// whole days where it is a whole number of days: 30d rather than 720h0m0s.
+func formatDuration(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0"
+	case d%day == 0:
+		return strconv.FormatInt(int64(d/day), 10) + "d"
+	}
+	return d.String()
+}
+
+// durationValue is a duration flag read by parseDuration.
+type durationValue time.Duration
+
+func (d *durationValue) Set(s string) error {
+	v, err := parseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = durationValue(v)
+	return nil
+}
+
+func (d *durationValue) String() string { return formatDuration(time.Duration(*d)) }
+
+func (d *durationValue) Type() string { return "duration" }
+
+// durationVar defines a duration flag, like pflag's DurationVar but read by
+// parseDuration, so that every duration flag takes days and fails alike.
+func durationVar(fs *pflag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var((*durationValue)(p), name, usage)
+}
+
+// expiresValue is --expires: a duration from now, or "never".
+type expiresValue struct {
+	d     *time.Duration
+	never *bool
+}
+
+func (e expiresValue) Set(s string) error {
+	if s == "never" {
+		*e.d, *e.never = 0, true
+		return nil
+	}
+	v, err := parseDuration(s)
+	if err != nil {
+		return err
+	}
+	*e.d, *e.never = v, false
+	return nil
+}
+
+func (e expiresValue) String() string {
+	switch {
+	case e.never != nil && *e.never:
+		return "never"
+	case e.d == nil || *e.d == 0:
+		return ""
+	}
+	return formatDuration(*e.d)
+}
+
+func (e expiresValue) Type() string { return "duration" }
+
+// expiresVar defines --expires on fs: DURATION or never.
+func expiresVar(fs *pflag.FlagSet, d *time.Duration, never *bool, usage string) {
+	fs.Var(expiresValue{d: d, never: never}, "expires", usage)
 }

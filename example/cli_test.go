@@ -216,7 +216,7 @@ func TestNegativeNumbers(t *testing.T) {
 		{[]string{"keys", "rotate", "-1", "--grace", "1h"}, badID},
 		{[]string{"keys", "rotate", "--json", "-1"}, badID},
 		{[]string{"keys", "rotate", "--grace=1h", "-1"}, badID},
-		{[]string{"keys", "rotate", "--grace", "-1", "3"}, "example: keys rotate: invalid argument \"-1\" for \"--grace\" flag: time: missing unit in duration \"-1\" (see example keys rotate --help)\n"},
+		{[]string{"keys", "rotate", "--grace", "-1", "3"}, "example: keys rotate: invalid --grace \"-1\": want a duration such as 90s, 720h or 30d\n"},
 		{[]string{"keys", "revoke", "-1x"}, "example: keys revoke: unknown shorthand flag: '1' in -1x (see example keys revoke --help)\n"},
 		{[]string{"clients", "create", "-1"}, "example: invalid client name \"-1\": must match ^[a-z0-9][a-z0-9-]{0,62}$\n"},
 		{[]string{"keys", "create", "--client", "bot", "-5"}, "example: keys create: unexpected argument \"-5\" (usage: example keys create --client NAME [--name LABEL] [--description TEXT] [--expires DURATION] [--json])\n"},

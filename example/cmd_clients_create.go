@@ -38,7 +38,7 @@ func clientsCreateRun(ctx context.Context, o *clientsCreateOptions) error {
 	if err := checkClientName(o.name); err != nil {
 		return err
 	}
-	return o.withStore(ctx, func(store *sqlstore.Store) error {
+	return o.withStore(ctx, writes, func(store *sqlstore.Store) error {
 		if _, err := store.CreateClient(ctx, o.name); err != nil {
 			return err
 		}

@@ -36,7 +36,7 @@ func clientsDeleteRun(ctx context.Context, o *clientsDeleteOptions) error {
 	if err := checkClientName(o.name); err != nil {
 		return err
 	}
-	return o.withStore(ctx, func(store *sqlstore.Store) error {
+	return o.withStore(ctx, writes, func(store *sqlstore.Store) error {
 		if err := store.DeleteClient(ctx, o.name); err != nil {
 			return err
 		}

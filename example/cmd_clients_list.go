@@ -48,7 +48,7 @@ type clientView struct {
 }
 
 func clientsListRun(ctx context.Context, o *clientsListOptions) error {
-	return o.withStore(ctx, func(store *sqlstore.Store) error {
+	return o.withStore(ctx, reads, func(store *sqlstore.Store) error {
 		clients, err := store.ListClients(ctx)
 		if err != nil {
 			return err

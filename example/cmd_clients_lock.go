@@ -44,7 +44,7 @@ func clientsSetLockedRun(ctx context.Context, o *clientsLockOptions) error {
 	if err := checkClientName(o.name); err != nil {
 		return err
 	}
-	return o.withStore(ctx, func(store *sqlstore.Store) error {
+	return o.withStore(ctx, writes, func(store *sqlstore.Store) error {
 		before, err := store.GetClient(ctx, o.name)
 		if err != nil {
 			return err

@@ -12,9 +12,12 @@ const databaseHelp = `Database (every command; pending migrations are applied fi
   SQLite file llmauth.db in the working directory.
     postgres://… or postgresql://…   PostgreSQL
     sqlite:PATH or file:PATH          SQLite file (several processes may share it)
+  A command that writes creates a missing SQLite file and says so on stderr;
+  one that only reads (clients list, keys list) fails instead (exit 1).
 `
 
 const exitHelp = `Flags may come before or after arguments; -flag and --flag are the same.
+A DURATION is a Go duration (90s, 15m, 720h) or days of 24h (30d, 1d12h).
 Only documented results (and help asked for) go to stdout; messages go to stderr.
 Exit status: 0 success; 2 bad usage or bad input (one-line reason on stderr);
 1 any other failure (for example an unreachable database).

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -63,6 +66,42 @@ func (a *app) printNewKey(k keystore.NewKey, asJSON bool) error {
 	}
 	_, err := fmt.Fprintln(a.stdout, k.Token.Reveal())
 	return err
+}
+
+// deliverNewKey prints a key that was just created, the only time its
+// token is shown. When stdout fails, the token is lost: the key is
+// deleted again (not revoked, so that its client is as it was) and the
+// error says so. what names the command; note adds what deleting the key
+// does not undo.
+func (a *app) deliverNewKey(ctx context.Context, store *sqlstore.Store, k keystore.NewKey, asJSON bool, what, note string) error {
+	// A write to a closed pipe then fails with EPIPE instead of killing
+	// the process before it can delete the key.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	defer signal.Stop(sigpipe)
+	err := a.printNewKey(k, asJSON)
+	if err == nil {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if derr := store.DeleteKey(dctx, k.ID); derr != nil {
+		return fmt.Errorf("%s: could not print the token (%v), and deleting key %d failed too (%v): delete it with \"example keys delete %d\"%s",
+			what, err, k.ID, a.nameDatabase(derr), k.ID, note)
+	}
+	return fmt.Errorf("%s: could not print the token (%v): deleted key %d again, client %s is as it was%s", what, err, k.ID, k.Client, note)
+}
+
+// refuseNullStdout warns, before a key is created, when its token will go
+// to the null device and be lost: the key is still created, since sending
+// stdout there can be deliberate (a script that only needs the client to
+// require a key). A stdout that was closed when the program started is the
+// null device too: the Go runtime opens it there.
+func (a *app) refuseNullStdout(what string) error {
+	if a.stdoutDiscards() {
+		fmt.Fprintf(a.stderr, "%s: warning: stdout is %s, so the new token, shown only once, is discarded\n", what, os.DevNull)
+	}
+	return nil
 }
 
 // warnIfOpen tells the operator when client no longer requires a key: it

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,12 +14,13 @@ import (
 
 type keysCreateOptions struct {
 	*app
-	client      string
-	name        string
-	description string
-	expires     time.Duration
-	expiresSet  bool // "--expires 0" is refused, not read as "never"
-	json        bool
+	client       string
+	name         string
+	description  string
+	expires      time.Duration
+	expiresSet   bool // "--expires 0" is refused, not read as "never"
+	expiresNever bool // --expires never: the default, said out loud
+	json         bool
 }
 
 func newCmdKeysCreate(a *app, runF func(context.Context, *keysCreateOptions) error) *cobra.Command {
@@ -33,6 +35,9 @@ func newCmdKeysCreate(a *app, runF func(context.Context, *keysCreateOptions) err
 			"Prints the token alone on one line, or with --json one JSON object with id,\n" +
 			"token, client, name, prefix, expires_at (null when none) and created_at.\n" +
 			"The token is shown only now: it is never stored, only its SHA-256 digest.\n" +
+			"If it cannot be printed (stdout full, closed or a broken pipe), the key is\n" +
+			"deleted again and the command fails (with stdout sent to " + os.DevNull + ", the\n" +
+			"key is created and the token discarded, with a warning).\n" +
 			"The client's first active key makes it require a key from then on.\n" +
 			"An expired key still locks its client: revoke it to open the client.\n",
 		Args:              exactArgs(),
@@ -46,9 +51,22 @@ func newCmdKeysCreate(a *app, runF func(context.Context, *keysCreateOptions) err
 	fs.StringVar(&o.client, "client", "", "the client `NAME` (required)")
 	fs.StringVar(&o.name, "name", "", "a `LABEL` for people, at most 200 characters")
 	fs.StringVar(&o.description, "description", "", "free `TEXT`, at most 1000 characters")
-	fs.DurationVar(&o.expires, "expires", 0, "expire the key after `DURATION` (a positive Go duration: 90s, 720h); default never")
+	expiresVar(fs, &o.expires, &o.expiresNever, "expire the key `DURATION` from now (90s, 720h, 30d, 1d12h), or never (the default)")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
 	return cmd
+}
+
+// expiryFromNow checks --expires of command what and returns the expiry
+// it asks for, or nil for never.
+func expiryFromNow(what string, d time.Duration, never bool) (*time.Time, error) {
+	if never {
+		return nil, nil
+	}
+	if d <= 0 {
+		return nil, usagef("%s: --expires must be a positive duration or never, got %s", what, formatDuration(d))
+	}
+	at := time.Now().Add(d)
+	return &at, nil
 }
 
 func keysCreateRun(ctx context.Context, o *keysCreateOptions) error {
@@ -57,13 +75,16 @@ func keysCreateRun(ctx context.Context, o *keysCreateOptions) error {
 	}
 	spec := keystore.KeySpec{Name: o.name, Description: o.description}
 	if o.expiresSet {
-		if o.expires <= 0 {
-			return usagef("keys create: --expires must be a positive duration, got %s", o.expires)
+		at, err := expiryFromNow("keys create", o.expires, o.expiresNever)
+		if err != nil {
+			return err
 		}
-		at := time.Now().Add(o.expires)
-		spec.ExpiresAt = &at
+		spec.ExpiresAt = at
 	}
-	return o.withStore(ctx, func(store *sqlstore.Store) error {
+	if err := o.refuseNullStdout("keys create"); err != nil {
+		return err
+	}
+	return o.withStore(ctx, writes, func(store *sqlstore.Store) error {
 		// A locked client required a key already, with or without one.
 		before, err := store.ClientState(ctx, o.client)
 		if err != nil {
@@ -73,7 +94,7 @@ func keysCreateRun(ctx context.Context, o *keysCreateOptions) error {
 		if err != nil {
 			return err
 		}
-		if err := o.printNewKey(key, o.json); err != nil {
+		if err := o.deliverNewKey(ctx, store, key, o.json, "keys create", ""); err != nil {
 			return err
 		}
 		fmt.Fprintf(o.stderr, "created key %d %q for client %s; the token is shown only now (prefix %s)\n", key.ID, key.Name, key.Client, key.Prefix)

@@ -39,7 +39,7 @@ func keysDeleteRun(ctx context.Context, o *keysDeleteOptions) error {
 	if err != nil {
 		return err
 	}
-	return o.withStore(ctx, func(store *sqlstore.Store) error {
+	return o.withStore(ctx, writes, func(store *sqlstore.Store) error {
 		k, err := store.GetKey(ctx, id)
 		if err != nil {
 			return err

@@ -60,7 +60,7 @@ func keysListRun(ctx context.Context, o *keysListOptions) error {
 	if err := checkClientFlag("keys list", o.client); err != nil {
 		return err
 	}
-	return o.withStore(ctx, func(store *sqlstore.Store) error {
+	return o.withStore(ctx, reads, func(store *sqlstore.Store) error {
 		keys, err := store.ListKeys(ctx, o.client)
 		if err != nil {
 			return err

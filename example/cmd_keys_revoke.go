@@ -44,7 +44,7 @@ func keysSetStateRun(ctx context.Context, o *keysStateOptions) error {
 	if err != nil {
 		return err
 	}
-	return o.withStore(ctx, func(store *sqlstore.Store) error {
+	return o.withStore(ctx, writes, func(store *sqlstore.Store) error {
 		before, err := store.GetKey(ctx, id)
 		if err != nil {
 			return err

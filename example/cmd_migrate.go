@@ -22,23 +22,22 @@ func newCmdMigrate(a *app, runF func(context.Context, *migrateOptions) error) *c
 	return &cobra.Command{
 		Use:   "migrate",
 		Short: "Apply pending database migrations (every command also does)",
-		Long:  "Apply pending database migrations; every command also does. Idempotent.\nPrints nothing on stdout.\n",
+		Long:  "Apply pending database migrations; every command also does. Idempotent.\nCreates a SQLite file that does not exist yet. Prints nothing on stdout.\n",
 		Args:  exactArgs(),
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runF(cmd.Context(), o) },
 	}
 }
 
 func migrateRun(ctx context.Context, o *migrateOptions) error {
-	_, db, err := o.openStore(ctx)
+	_, db, err := o.openStore(ctx, writes)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	current, _, err := sqlstore.MigrationVersion(ctx, db)
 	if err != nil {
-		return err
+		return o.databaseError(err)
 	}
-	url, _ := o.databaseURL()
-	fmt.Fprintf(o.stderr, "database %s is at schema version %d\n", sqlstore.RedactURL(url), current)
+	fmt.Fprintf(o.stderr, "database %s is at schema version %d\n", o.databaseName(), current)
 	return nil
 }

@@ -49,6 +49,9 @@ func newRootCmd(a *app) *cobra.Command {
 
 		SuggestionsMinimumDistance: 2,
 	}
+	if _, ok := a.stdout.(*resultWriter); !ok {
+		a.stdout = &resultWriter{w: a.stdout}
+	}
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.SetVersionTemplate("llmauth example {{.Version}}\n")
@@ -113,6 +116,14 @@ func path(c *cobra.Command) string {
 	return p
 }
 
+// prefix is "PATH: " before a command's messages, or "" for the root.
+func prefix(p string) string {
+	if p == "" {
+		return ""
+	}
+	return p + ": "
+}
+
 // groupRun runs when a group ("clients", "keys") is given no subcommand
 // that it knows.
 func groupRun(cmd *cobra.Command, args []string) error {
@@ -148,6 +159,10 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 func flagError(serve *cobra.Command) func(*cobra.Command, error) error {
 	return func(cmd *cobra.Command, err error) error {
 		p := path(cmd)
+		var invalid *pflag.InvalidValueError
+		if errors.As(err, &invalid) && errors.Is(err, errBadDuration) {
+			return usagef("%sinvalid --%s %q: %s", prefix(p), invalid.GetFlag().Name, invalid.GetValue(), durationHint)
+		}
 		var unknown *pflag.NotExistError
 		if errors.As(err, &unknown) && unknown.GetSpecifiedShortnames() == "" && cmd != serve && cmd.HasParent() &&
 			serve.LocalFlags().Lookup(unknown.GetSpecifiedName()) != nil {

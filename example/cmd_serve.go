@@ -27,6 +27,9 @@ type serveOptions struct {
 	logLevel           string
 	logFormat          string
 	trustedProxies     cidrList
+	throttleBurst      int
+	throttleRate       float64
+	maxLookups         int
 }
 
 // defaultServeOptions are serve's flags when none is given.
@@ -39,6 +42,9 @@ func defaultServeOptions() serveOptions {
 		usageFlushInterval: 5 * time.Second,
 		logLevel:           "info",
 		logFormat:          "text",
+		throttleBurst:      20,
+		throttleRate:       1,
+		maxLookups:         16,
 	}
 }
 
@@ -96,13 +102,16 @@ func newCmdServe(a *app, runF func(context.Context, *serveOptions) error) *cobra
 	fs := cmd.Flags()
 	fs.StringVar(&o.addr, "addr", o.addr, "listen on `HOST:PORT` (port 0 picks a free port; the log line \"listening on\" shows it)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "serve /metrics on a separate listener at `HOST:PORT` instead of the main one, which then answers 404 for it: keeps metrics off the public port (port 0 picks a free port; the log line \"metrics on\" shows it). Empty: /metrics on --addr")
-	fs.DurationVar(&o.cacheTTL, "cache-ttl", o.cacheTTL, "trust a cached client state or verified key for `DURATION` without asking the database; a change ends it early")
-	fs.DurationVar(&o.staleIfError, "stale-if-error", o.staleIfError, "while the database is down or cut off, serve cached decisions up to `DURATION` past --cache-ttl, giving up the one-second bound on changes (0: never)")
-	fs.DurationVar(&o.maxStaleness, "max-staleness", o.maxStaleness, "answer from the cache only while the change log was read successfully within `DURATION` (at most 1s); past it, ask the database or answer 503")
-	fs.DurationVar(&o.pollInterval, "poll-interval", o.pollInterval, "poll the change log every `DURATION`: the bound on propagation when PostgreSQL notifications are unavailable, and the only path on SQLite")
-	fs.DurationVar(&o.usageFlushInterval, "usage-flush-interval", o.usageFlushInterval, "write keys' last_used_at every `DURATION` (and once more at shutdown)")
+	durationVar(fs, &o.cacheTTL, "cache-ttl", o.cacheTTL, "trust a cached client state or verified key for `DURATION` without asking the database; a change ends it early")
+	durationVar(fs, &o.staleIfError, "stale-if-error", o.staleIfError, "while the database is down or cut off, serve cached decisions up to `DURATION` past --cache-ttl, giving up the one-second bound on changes (0: never)")
+	durationVar(fs, &o.maxStaleness, "max-staleness", o.maxStaleness, "answer from the cache only while the change log was read successfully within `DURATION` (at most 1s); past it, ask the database or answer 503")
+	durationVar(fs, &o.pollInterval, "poll-interval", o.pollInterval, "poll the change log every `DURATION`: the bound on propagation when PostgreSQL notifications are unavailable, and the only path on SQLite")
+	durationVar(fs, &o.usageFlushInterval, "usage-flush-interval", o.usageFlushInterval, "write keys' last_used_at every `DURATION` (and once more at shutdown)")
 	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log `FORMAT`: text or json (logs go to stderr)")
+	fs.IntVar(&o.throttleBurst, "throttle-burst", o.throttleBurst, "answer 429 to a source once it has sent `N` invalid or malformed credentials in a row to one client (0: no throttling)")
+	fs.Float64Var(&o.throttleRate, "throttle-rate", o.throttleRate, "a throttled source regains `R` failed attempts per second against a client")
+	fs.IntVar(&o.maxLookups, "max-concurrent-lookups", o.maxLookups, "run at most `N` database lookups for requests the cache cannot answer at once; others wait their turn")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "trust X-Forwarded-For from proxies in this `CIDR` (repeatable); without it the peer address is the client IP")
 	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
@@ -131,6 +140,15 @@ func (o *serveOptions) validateServe() error {
 		if o.metricsAddr == o.addr && port != 0 {
 			return usagef("serve: --metrics-addr %q is also --addr: give the metrics listener an address of its own", o.metricsAddr)
 		}
+	}
+	if o.throttleBurst < 0 {
+		return usagef("serve: --throttle-burst must not be negative (0 turns throttling off), got %d", o.throttleBurst)
+	}
+	if !(o.throttleRate > 0) || o.throttleRate > 1e6 {
+		return usagef("serve: --throttle-rate must be a positive number of attempts per second, got %v", o.throttleRate)
+	}
+	if o.maxLookups < 1 {
+		return usagef("serve: --max-concurrent-lookups must be at least 1, got %d", o.maxLookups)
 	}
 	for _, d := range []struct {
 		name   string

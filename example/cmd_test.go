@@ -129,3 +129,15 @@ func TestRunFunctions(t *testing.T) {
 		t.Errorf("clients list: %s, %v", stdout.String(), err)
 	}
 }
+
+// TestVersionAndHelpHelp: --version and "help --help" succeed, in process.
+func TestVersionAndHelpHelp(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--version"}, {"version"}, {"help", "--help"}, {"help", "-h"}} {
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), args, &stdout, &stderr, emptyEnv)
+		if code != exitOK || stderr.Len() != 0 || stdout.Len() == 0 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 0, output on stdout only", args, code, stdout.String(), stderr.String())
+		}
+	}
+}

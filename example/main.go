@@ -40,6 +40,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	root := newRootCmd(a)
 	root.SetArgs(pflagArgs(root, args))
 	err := root.ExecuteContext(ctx)
+	if err == nil {
+		err = a.stdoutErr() // output cobra wrote and did not check: help, --version
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "example: "+oneLine(a.redact(err.Error())))
 	}

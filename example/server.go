@@ -15,11 +15,13 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/time/rate"
 
 	"github.com/llmauth/llmauth"
 	"github.com/llmauth/llmauth/keystore"
 	"github.com/llmauth/llmauth/keystore/cache"
 	"github.com/llmauth/llmauth/keystore/sqlstore"
+	"github.com/llmauth/llmauth/middleware"
 )
 
 // Timeouts of the HTTP server and its shutdown.
@@ -165,6 +167,11 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if metricsLn != nil {
 		defer metricsLn.Close()
 	}
+	if created, err := o.prepareDatabase(writes); err != nil {
+		return err
+	} else if created != "" {
+		logger.Info("created SQLite database " + created)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -174,9 +181,15 @@ func serve(ctx context.Context, o *serveOptions) error {
 		Cache:      cache.Options{TTL: o.cacheTTL, StaleIfError: o.staleIfError, MaxStaleness: o.maxStaleness},
 		Watcher:    sqlstore.WatcherOptions{PollInterval: o.pollInterval},
 		Usage:      keystore.UsageOptions{FlushInterval: o.usageFlushInterval},
+		Middleware: middleware.Config{
+			MaxConcurrentLookups: o.maxLookups,
+			// The source is the IP that the router's IPExtractor reports:
+			// the peer, or X-Forwarded-For from --trusted-proxy only.
+			Throttle: middleware.ThrottleConfig{Disabled: o.throttleBurst == 0, Burst: o.throttleBurst, Rate: rate.Limit(o.throttleRate)},
+		},
 	})
 	if err != nil {
-		return err
+		return o.databaseError(err)
 	}
 	// On the normal path the stack is closed, and its error reported,
 	// below; closing again is a no-op.

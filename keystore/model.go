@@ -121,6 +121,9 @@ type RotateSpec struct {
 	// rotation (or at its own expiry, if sooner). Zero leaves the old key
 	// valid until it is revoked.
 	Grace time.Duration
+	// ExpiresAt is the new key's expiry, checked like KeySpec.ExpiresAt.
+	// Nil: the new key never expires.
+	ExpiresAt *time.Time
 }
 
 // VerifiedKey is what a valid token proves: the key and the client it is

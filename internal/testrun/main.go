@@ -11,10 +11,15 @@
 // installed PostgreSQL binaries and stops at the end. It then runs
 //
 //	go vet ./...
-//	go test -race -count=1 -timeout 20m [extra arguments] ./...
+//	go test -json -race -count=1 -timeout 20m [extra arguments] ./...
 //
 // streaming their output, and exits with the status of the first step
-// that fails. Extra arguments go before ./... (so -run, -v and the like
+// that fails. The tests' output reads as go test's without -json: the
+// package lines, and the output of failed tests (of every test with -v).
+// The run ends with a summary on stdout: each package's counts, every
+// skipped test with its reason, every failed test, and last the line
+// "N passed, N failed, N skipped" (tests and subtests; a package that
+// failed outside any test counts as one failure). Extra arguments go before ./... (so -run, -v and the like
 // work); if the first one does not start with '-', they are all taken as
 // package patterns and replace ./... . A -timeout among them replaces the
 // default.
@@ -31,6 +36,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	neturl "net/url"
 	"os"
 	"os/exec"
@@ -114,7 +120,7 @@ func run(extra []string) int {
 		logf("FAILED: go vet exited with status %d", code)
 		return code
 	}
-	testArgs := []string{"test"}
+	testArgs := []string{"test", "-json"}
 	if race {
 		testArgs = append(testArgs, "-race")
 	}
@@ -124,7 +130,11 @@ func run(extra []string) int {
 	}
 	testArgs = append(testArgs, flags...)
 	testArgs = append(testArgs, pkgs...)
-	code := runGo(ctx, env, testArgs...)
+	rep := newReport(os.Stdout, hasFlag(flags, "v"), hasFlag(flags, "json"))
+	code := runGoTo(ctx, env, rep, testArgs...)
+	if code == 0 && rep.total.failed > 0 {
+		code = 1 // cannot happen; but a failure must never pass
+	}
 	if code != 0 {
 		logf("FAILED: go test exited with status %d", code)
 	}
@@ -137,6 +147,13 @@ func run(extra []string) int {
 	if code == 0 {
 		logf("ok")
 	}
+	// Last, so that the run ends with its one-line summary. Beside JSON
+	// the caller asked for, it goes to stderr.
+	summary := io.Writer(os.Stdout)
+	if rep.raw {
+		summary = os.Stderr
+	}
+	rep.summary(summary)
 	return code
 }
 
@@ -247,12 +264,32 @@ func hasTimeout(args []string) bool {
 	return false
 }
 
+// hasFlag reports whether the go test arguments turn on the boolean flag
+// name (-name, --name, -name=true, or the same with test.).
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		n, v, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if (n == name || n == "test."+name) && (!hasValue || v == "true" || v == "1") {
+			return true
+		}
+	}
+	return false
+}
+
 // runGo runs the go command with args, streaming its output, and returns
 // its exit status (1 when it has none). The go command and everything it
 // starts (compilers, test binaries) run in a process group of their own:
 // when ctx ends, the whole group is interrupted, as ^C in a terminal
 // would, and killed if it has not exited after childGrace.
 func runGo(ctx context.Context, env []string, args ...string) int {
+	return runGoTo(ctx, env, os.Stdout, args...)
+}
+
+// runGoTo is runGo with the go command's stdout sent to stdout.
+func runGoTo(ctx context.Context, env []string, stdout io.Writer, args ...string) int {
 	if ctx.Err() != nil {
 		logf("interrupted; not running go %s", args[0])
 		return 1
@@ -260,7 +297,7 @@ func runGo(ctx context.Context, env []string, args ...string) int {
 	logf("running: go %s", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Stdout, cmd.Stderr = stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		logf("interrupted; stopping go %s", args[0])

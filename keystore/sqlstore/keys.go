@@ -28,20 +28,12 @@ func (s *Store) CreateKey(ctx context.Context, client string, spec keystore.KeyS
 		return keystore.NewKey{}, err
 	}
 	now := s.stamp()
-	var expires *time.Time
-	if spec.ExpiresAt != nil {
-		e := spec.ExpiresAt.UTC().Truncate(time.Microsecond)
-		if !e.After(now) {
-			return keystore.NewKey{}, fmt.Errorf("%w: expiry %s is not in the future", keystore.ErrInvalidInput, e.Format(time.RFC3339))
-		}
-		if e.Year() > 9999 {
-			// Neither database keeps such a time as one.
-			return keystore.NewKey{}, fmt.Errorf("%w: expiry %s is after the year 9999", keystore.ErrInvalidInput, e.Format(time.RFC3339))
-		}
-		expires = &e
+	expires, err := checkExpiry(spec.ExpiresAt, now)
+	if err != nil {
+		return keystore.NewKey{}, err
 	}
 	var out keystore.NewKey
-	err := s.inTx(ctx, "create key", func(ctx context.Context, tx *sqlx.Tx) error {
+	err = s.inTx(ctx, "create key", func(ctx context.Context, tx *sqlx.Tx) error {
 		var clientID int64
 		err := tx.GetContext(ctx, &clientID, s.q(`SELECT id FROM llm_clients WHERE name = ?`), client)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -54,6 +46,23 @@ func (s *Store) CreateKey(ctx context.Context, client string, spec keystore.KeyS
 		return err
 	})
 	return out, err
+}
+
+// checkExpiry checks a new key's expiry and returns it as stored: UTC,
+// in microseconds.
+func checkExpiry(at *time.Time, now time.Time) (*time.Time, error) {
+	if at == nil {
+		return nil, nil
+	}
+	e := at.UTC().Truncate(time.Microsecond)
+	if !e.After(now) {
+		return nil, fmt.Errorf("%w: expiry %s is not in the future", keystore.ErrInvalidInput, e.Format(time.RFC3339))
+	}
+	if e.Year() > 9999 {
+		// Neither database keeps such a time as one.
+		return nil, fmt.Errorf("%w: expiry %s is after the year 9999", keystore.ErrInvalidInput, e.Format(time.RFC3339))
+	}
+	return &e, nil
 }
 
 // insertKey writes a new key row and its link inside tx.
@@ -203,7 +212,11 @@ func (s *Store) RotateKey(ctx context.Context, id int64, spec keystore.RotateSpe
 			return fmt.Errorf("%w: key id %d is linked to no client", keystore.ErrInvalidInput, id)
 		}
 		now := s.stamp()
-		out, err = s.insertKey(ctx, tx, clientIDs[0], old.Client, old.Name, old.Description, nil, now)
+		expires, err := checkExpiry(spec.ExpiresAt, now)
+		if err != nil {
+			return err
+		}
+		out, err = s.insertKey(ctx, tx, clientIDs[0], old.Client, old.Name, old.Description, expires, now)
 		if err != nil {
 			return err
 		}

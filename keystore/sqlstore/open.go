@@ -131,7 +131,8 @@ func hideAuthority(raw string) (string, bool) {
 func parseDatabaseURL(raw string) (driver, dsn string, err error) {
 	switch {
 	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
-		if _, err := url.Parse(raw); err != nil {
+		u, err := url.Parse(raw)
+		if err != nil {
 			// url.Error quotes the URL, and its cause may quote part of a
 			// password (an unescaped '#' makes the rest look like a port):
 			// say nothing of the text.
@@ -140,7 +141,7 @@ func parseDatabaseURL(raw string) (driver, dsn string, err error) {
 		if _, hidden := hideAuthority(raw); hidden {
 			return "", "", fmt.Errorf("%w: database url: the password has an unescaped '#', '/' or '?' (percent-encode them)", keystore.ErrInvalidInput)
 		}
-		return "postgres", raw, nil
+		return "postgres", withBinaryParameters(raw, u), nil
 	case strings.HasPrefix(raw, "sqlite:"), strings.HasPrefix(raw, "file:"):
 		path := raw[strings.IndexByte(raw, ':')+1:]
 		path = strings.TrimPrefix(path, "//")
@@ -158,6 +159,21 @@ func parseDatabaseURL(raw string) (driver, dsn string, err error) {
 		return "sqlite", sqliteDSN(path), nil
 	}
 	return "", "", fmt.Errorf("%w: database url must start with postgres://, postgresql://, sqlite: or file:", keystore.ErrInvalidInput)
+}
+
+// withBinaryParameters turns on lib/pq's binary_parameters unless the URL
+// sets it: a query with parameters then takes one round trip (parse, bind
+// and execute sent together) instead of two (a prepare, then the rest).
+// The store sends no []byte parameter that a text column would receive,
+// which is what the option changes besides.
+func withBinaryParameters(raw string, u *url.URL) string {
+	if u.Query().Has("binary_parameters") || u.Fragment != "" || strings.HasSuffix(raw, "#") {
+		return raw
+	}
+	if u.RawQuery == "" && !strings.HasSuffix(raw, "?") {
+		return raw + "?binary_parameters=yes"
+	}
+	return strings.TrimSuffix(raw, "&") + "&binary_parameters=yes"
 }
 
 // sqliteDSN builds the driver's DSN for a file path.
