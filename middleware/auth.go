@@ -69,8 +69,11 @@ type Config struct {
 	Usage UsageRecorder
 
 	// Logger receives one line per refusal (client, outcome, status,
-	// method, route pattern, remote IP) and store failures. It never
-	// sees a token or the Authorization header.
+	// method, route pattern, remote IP), at info, or warn with the cause
+	// for a store failure (503). Of the 429s of one throttled source, only
+	// the first since it was last admitted is at info, the rest at debug,
+	// so that a flood of guesses does not flood the log. It never sees a
+	// token or the Authorization header.
 	// Default: discard.
 	Logger *slog.Logger
 
@@ -367,6 +370,12 @@ func (a *authenticator) logRefusal(c echo.Context, e *Error) {
 		// (a token, say) in a path segment.
 		slog.String("route", c.Path()),
 		slog.String("remote_ip", c.RealIP()),
+	}
+	var te *throttledError
+	if e.Outcome == OutcomeThrottled && errors.As(e.Err, &te) && !te.first {
+		// A flood of guesses is one line, when the source is first
+		// throttled; the rest are counted, and logged at debug.
+		level = slog.LevelDebug
 	}
 	if e.Outcome == OutcomeUnavailable {
 		level = slog.LevelWarn

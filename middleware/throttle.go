@@ -62,8 +62,13 @@ type ThrottleConfig struct {
 // failed attempts against the client (see [ThrottleConfig]).
 var ErrThrottled = errors.New("middleware: too many failed attempts")
 
-// throttledError carries how long until the source may try again.
-type throttledError struct{ retryAfter time.Duration }
+// throttledError carries how long until the source may try again, and
+// whether it is the first refusal since the source was last admitted (the
+// one the middleware logs at info level; the rest of a flood goes to debug).
+type throttledError struct {
+	retryAfter time.Duration
+	first      bool
+}
 
 func (e *throttledError) Error() string {
 	return fmt.Sprintf("%v; retry after %v", ErrThrottled, e.retryAfter)
@@ -114,9 +119,10 @@ type throttle struct {
 }
 
 type budget struct {
-	key      string
-	limiter  *rate.Limiter
-	inFlight int // attempts admitted whose outcome is not known yet
+	key       string
+	limiter   *rate.Limiter
+	inFlight  int  // attempts admitted whose outcome is not known yet
+	throttled bool // refused since last admitted
 }
 
 func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
@@ -159,8 +165,11 @@ func (t *throttle) attempt(c echo.Context, client string) (done func(failed bool
 	b := t.budgetLocked(client, source)
 	now := t.now()
 	if missing := float64(b.inFlight+1) - b.limiter.TokensAt(now); missing > 0 {
-		return nil, &throttledError{retryAfter: t.wait(missing)}
+		first := !b.throttled
+		b.throttled = true
+		return nil, &throttledError{retryAfter: t.wait(missing), first: first}
 	}
+	b.throttled = false
 	b.inFlight++
 	return func(failed bool) {
 		t.mu.Lock()

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -334,4 +336,68 @@ func TestRefusalDoesNotWaitForTheBody(t *testing.T) {
 	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("read after the answer: %v, want EOF (connection closed by the server)", err)
 	}
+}
+
+// TestThrottleLogsOncePerEpisode: a flood of guesses is one info line,
+// when its source is first throttled; the rest go to debug, until the
+// source is admitted again.
+func TestThrottleLogsOncePerEpisode(t *testing.T) {
+	w := newWorld(t)
+	clock := &fakeClock{now: time.Now()}
+	var logs syncBuffer
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) },
+		middleware.WithConfig(middleware.Config{
+			Store: w.store, Now: clock.Now,
+			Logger:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Throttle: middleware.ThrottleConfig{Burst: 1, Rate: 1},
+		}))
+	steps := []struct {
+		wait        time.Duration
+		expectCode  int
+		expectLevel string
+	}{
+		{0, 401, "INFO"},
+		{0, 429, "INFO"},
+		{0, 429, "DEBUG"},
+		{0, 429, "DEBUG"},
+		{time.Second, 401, "INFO"}, // admitted again
+		{0, 429, "INFO"},           // a new episode
+		{0, 429, "DEBUG"},
+	}
+	for i, s := range steps {
+		clock.Add(s.wait)
+		logs.Reset()
+		req := httptest.NewRequest(http.MethodPost, "/v1/clients/locked/chat", nil)
+		req.Header.Set("Authorization", "Bearer "+w.spent.Token.Reveal())
+		res := httptest.NewRecorder()
+		e.ServeHTTP(res, req)
+		line := logs.String()
+		if res.Code != s.expectCode || strings.Count(line, "\n") != 1 || !strings.Contains(line, "level="+s.expectLevel+" ") {
+			t.Fatalf("step %d: status %d, log %q; want %d and one %s line", i, res.Code, line, s.expectCode, s.expectLevel)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }
