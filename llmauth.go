@@ -52,8 +52,10 @@ type Options struct {
 	// set by New.
 	Usage keystore.UsageOptions
 	// Middleware configures the middleware (skipper, client resolver,
-	// realm, timeouts, handlers). Its Store, Metrics, Usage and Logger are
-	// set by New.
+	// realm, timeouts, handlers, throttling). Its Store, Metrics and Usage
+	// are set by New, and its Logger too unless set (to log refusals
+	// elsewhere, or not at all: an access log that records each request's
+	// refusal through middleware.RefusalFrom may want the latter).
 	Middleware middleware.Config
 }
 
@@ -136,7 +138,10 @@ func New(ctx context.Context, databaseURL string, opts Options) (_ *Stack, err e
 		return nil, err
 	}
 	mcfg := opts.Middleware
-	mcfg.Store, mcfg.Usage, mcfg.Logger = s.Cache, s.audit, log
+	mcfg.Store, mcfg.Usage = s.Cache, s.audit
+	if mcfg.Logger == nil {
+		mcfg.Logger = log
+	}
 	if s.Metrics != nil {
 		mcfg.Metrics = s.Metrics
 	}

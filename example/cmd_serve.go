@@ -30,6 +30,7 @@ type serveOptions struct {
 	throttleBurst      int
 	throttleRate       float64
 	maxLookups         int
+	accessLog          bool
 }
 
 // defaultServeOptions are serve's flags when none is given.
@@ -112,6 +113,7 @@ func newCmdServe(a *app, runF func(context.Context, *serveOptions) error) *cobra
 	fs.IntVar(&o.throttleBurst, "throttle-burst", o.throttleBurst, "answer 429 to a source once it has sent `N` invalid or malformed credentials in a row to one client (0: no throttling)")
 	fs.Float64Var(&o.throttleRate, "throttle-rate", o.throttleRate, "a throttled source regains `R` failed attempts per second against a client")
 	fs.IntVar(&o.maxLookups, "max-concurrent-lookups", o.maxLookups, "run at most `N` database lookups for requests the cache cannot answer at once; others wait their turn")
+	fs.BoolVar(&o.accessLog, "access-log", o.accessLog, "log one line per request (method, route, status, latency, client, outcome); without it, one line per refusal and per server error")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "trust X-Forwarded-For from proxies in this `CIDR` (repeatable); without it the peer address is the client IP")
 	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))

@@ -11,18 +11,22 @@ import (
 )
 
 // newEcho is an Echo app with what every listener of serve shares: logs
-// to the process's logger, one line per request, recovery from panics and
-// errors in the OpenAI-style format.
-func newEcho(logger *slog.Logger, ipExtractor echo.IPExtractor) *echo.Echo {
+// to the process's logger (one line per request with accessLog, else only
+// handler failures; refusals are the middleware's to log), recovery from
+// panics and errors in the OpenAI-style format.
+func newEcho(logger *slog.Logger, ipExtractor echo.IPExtractor, accessLog bool) *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
 	// Echo's own logger writes to stdout by default; stdout is for results.
 	e.Logger.SetOutput(slog.NewLogLogger(logger.Handler(), slog.LevelWarn).Writer())
 	e.IPExtractor = ipExtractor
-	e.HTTPErrorHandler = apiErrorHandler
+	names := &routeNames{}
+	e.HTTPErrorHandler = apiErrorHandler(logger, names, !accessLog)
 
-	e.Use(requestLogger(logger))
+	if accessLog {
+		e.Use(requestLogger(logger, names))
+	}
 	e.Use(echomw.RecoverWithConfig(echomw.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 			logger.Error("panic in handler", "route", c.Path(), "err", err, "stack", string(stack))
@@ -38,10 +42,26 @@ func newEcho(logger *slog.Logger, ipExtractor echo.IPExtractor) *echo.Echo {
 // parses one error shape whatever went wrong. The message never repeats
 // the request's path or method: a caller can put anything there, a token
 // included.
-func apiErrorHandler(err error, c echo.Context) {
-	if c.Response().Committed {
-		return
+//
+// With logFailures, a server error (5xx) is logged: the access log, when
+// on, has the line already.
+func apiErrorHandler(logger *slog.Logger, names *routeNames, logFailures bool) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		status := answerError(err, c)
+		if logFailures && status >= 500 {
+			logger.LogAttrs(c.Request().Context(), slog.LevelError, "request failed",
+				slog.String("method", loggedMethod(c.Request().Method)),
+				slog.String("route", names.of(c)),
+				slog.Int("status", status),
+				slog.String("err", err.Error()),
+			)
+		}
 	}
+}
+
+// answerError answers err, unless an answer was sent already, and
+// returns its status.
+func answerError(err error, c echo.Context) int {
 	status := http.StatusInternalServerError
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
@@ -50,11 +70,15 @@ func apiErrorHandler(err error, c echo.Context) {
 			status = inner.Code
 		}
 	}
+	if c.Response().Committed {
+		return c.Response().Status
+	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(status)
-		return
+		return status
 	}
 	_ = c.JSON(status, apiError{Error: errorDetail(status, c.Response().Header().Get(echo.HeaderAllow))})
+	return status
 }
 
 // errorDetail describes an error status; allow is the Allow header of a

@@ -78,6 +78,7 @@ func TestNoSecretInLogs(t *testing.T) {
 				db:          fakePinger{},
 				registry:    prometheus.NewRegistry(),
 				logger:      newLogger(&logs, "debug", format),
+				accessLog:   true, // the log that writes caller-controlled fields
 				ipExtractor: echo.ExtractIPDirect(),
 			})
 			for _, r := range requests {

@@ -15,8 +15,8 @@ func mountMetrics(e *echo.Echo, reg *prometheus.Registry) {
 
 // newMetricsRouter is the app of the --metrics-addr listener: /metrics
 // alone, so that operators can keep metrics off the public port.
-func newMetricsRouter(reg *prometheus.Registry, logger *slog.Logger, ipExtractor echo.IPExtractor) *echo.Echo {
-	e := newEcho(logger, ipExtractor)
+func newMetricsRouter(reg *prometheus.Registry, logger *slog.Logger, ipExtractor echo.IPExtractor, accessLog bool) *echo.Echo {
+	e := newEcho(logger, ipExtractor, accessLog)
 	mountMetrics(e, reg)
 	return e
 }

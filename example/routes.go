@@ -42,8 +42,11 @@ type routerConfig struct {
 	// registry is exposed on /metrics; nil when metrics are served on a
 	// listener of their own (newMetricsRouter), so that /metrics is 404 here.
 	registry *prometheus.Registry
-	// logger receives one line per request.
+	// logger receives one line per request with accessLog, else only
+	// handler failures.
 	logger *slog.Logger
+	// accessLog turns on the one-line-per-request log (--access-log).
+	accessLog bool
 	// ipExtractor decides the remote IP that logs show.
 	ipExtractor echo.IPExtractor
 	// now is the clock of "created" fields.
@@ -56,7 +59,7 @@ func newRouter(cfg routerConfig) *echo.Echo {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
-	e := newEcho(cfg.logger, cfg.ipExtractor)
+	e := newEcho(cfg.logger, cfg.ipExtractor, cfg.accessLog)
 	e.Use(echomw.BodyLimit("1M"))
 
 	// Probes answer HEAD too: some load balancers' health checks send it.
@@ -79,30 +82,43 @@ func newRouter(cfg routerConfig) *echo.Echo {
 	return e
 }
 
-// requestLogger logs one line per request: method, route pattern, status,
-// latency, remote IP and the client parameter. Never headers, the query
+// routeNames names the route of a request for the logs: its registered
+// template, or unloggedValue when no route served it (Echo then reports
+// the raw path, which a caller chose). The routes are registered after
+// the middleware that uses it, so the set of templates is taken at the
+// first request, once.
+type routeNames struct {
+	once   sync.Once
+	routes map[string]bool
+}
+
+func (r *routeNames) of(c echo.Context) string {
+	r.once.Do(func() {
+		r.routes = map[string]bool{}
+		for _, rt := range c.Echo().Routes() {
+			r.routes[rt.Path] = true
+		}
+	})
+	if route := c.Path(); r.routes[route] {
+		return route
+	}
+	return unloggedValue
+}
+
+// requestLogger is serve's access log (--access-log): one line per request
+// with method, route template, status, latency, remote IP and client, and
+// the middleware's outcome: "anonymous" or "authenticated" for a request it
+// passed, the refusal's outcome otherwise (with its cause for a 503, at
+// warn), so that a refusal is still one line. Never headers, the query
 // string or the raw path, where a token could hide.
-func requestLogger(log *slog.Logger) echo.MiddlewareFunc {
-	// The routes are registered after this middleware, so the set of
-	// their templates is taken at the first request, once.
-	var once sync.Once
-	var routes map[string]bool
+func requestLogger(log *slog.Logger, names *routeNames) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
 			if err := next(c); err != nil {
 				c.Error(err)
 			}
-			once.Do(func() {
-				routes = map[string]bool{}
-				for _, r := range c.Echo().Routes() {
-					routes[r.Path] = true
-				}
-			})
-			route := c.Path()
-			if !routes[route] {
-				route = unloggedValue // no route served it: Echo reports the raw path
-			}
+			route := names.of(c)
 			level := slog.LevelInfo
 			switch route {
 			case "/healthz", "/readyz", "/metrics":
@@ -114,14 +130,29 @@ func requestLogger(log *slog.Logger) echo.MiddlewareFunc {
 			if !keystore.ValidClientName(client) {
 				client = unloggedValue
 			}
-			log.LogAttrs(c.Request().Context(), level, "request",
+			attrs := []slog.Attr{
 				slog.String("method", loggedMethod(c.Request().Method)),
 				slog.String("route", route),
 				slog.Int("status", c.Response().Status),
 				slog.Duration("latency", time.Since(start)),
 				slog.String("remote_ip", c.RealIP()),
 				slog.String("client", client),
-			)
+			}
+			if e, ok := middleware.RefusalFrom(c); ok {
+				attrs[5] = slog.String("client", e.Client)
+				attrs = append(attrs, slog.String("outcome", string(e.Outcome)))
+				if e.Outcome == middleware.OutcomeUnavailable {
+					level = slog.LevelWarn
+					attrs = append(attrs, slog.String("err", e.Err.Error()))
+				}
+			} else if p, ok := middleware.PrincipalFrom(c); ok {
+				outcome := middleware.OutcomeAuthenticated
+				if p.Anonymous {
+					outcome = middleware.OutcomeAnonymous
+				}
+				attrs = append(attrs, slog.String("outcome", string(outcome)))
+			}
+			log.LogAttrs(c.Request().Context(), level, "request", attrs...)
 			return nil
 		}
 	}

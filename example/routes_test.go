@@ -47,6 +47,7 @@ func testRouter(t *testing.T, p middleware.Principal, db pinger, log *bytes.Buff
 		db:          db,
 		registry:    prometheus.NewRegistry(),
 		logger:      slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		accessLog:   true,
 		ipExtractor: echo.ExtractIPDirect(),
 		now:         func() time.Time { return time.Unix(1700000000, 0) },
 	})

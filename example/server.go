@@ -133,6 +133,16 @@ func (h redactingHandler) redact(s string) string {
 	})
 }
 
+// refusalLogger is the middleware's logger: the process's, or, with the
+// access log on, none, since each access line carries the refusal's
+// outcome (and its cause, for a 503): one line per refusal either way.
+func refusalLogger(logger *slog.Logger, accessLog bool) *slog.Logger {
+	if accessLog {
+		return slog.New(slog.DiscardHandler)
+	}
+	return logger
+}
+
 // ipExtractor trusts the peer address, or X-Forwarded-For from the
 // configured proxies only: Echo's default would trust any private address.
 func (o *serveOptions) ipExtractor() echo.IPExtractor {
@@ -182,6 +192,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 		Watcher:    sqlstore.WatcherOptions{PollInterval: o.pollInterval},
 		Usage:      keystore.UsageOptions{FlushInterval: o.usageFlushInterval},
 		Middleware: middleware.Config{
+			Logger:               refusalLogger(logger, o.accessLog),
 			MaxConcurrentLookups: o.maxLookups,
 			// The source is the IP that the router's IPExtractor reports:
 			// the peer, or X-Forwarded-For from --trusted-proxy only.
@@ -205,12 +216,12 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if metricsLn != nil {
 		mainReg = nil // /metrics is on its own listener only
 	}
-	router := newRouter(routerConfig{auth: stack.Middleware, db: readiness(stack.Ready), registry: mainReg, logger: logger, ipExtractor: o.ipExtractor()})
+	router := newRouter(routerConfig{auth: stack.Middleware, db: readiness(stack.Ready), registry: mainReg, logger: logger, accessLog: o.accessLog, ipExtractor: o.ipExtractor()})
 
 	servers := newHTTPServers(logger)
 	servers.start(router, ln)
 	if metricsLn != nil {
-		servers.start(newMetricsRouter(reg, logger, o.ipExtractor()), metricsLn)
+		servers.start(newMetricsRouter(reg, logger, o.ipExtractor(), o.accessLog), metricsLn)
 		logger.Info("metrics on http://" + metricsLn.Addr().String() + "/metrics")
 	}
 

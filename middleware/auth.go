@@ -365,7 +365,7 @@ func (a *authenticator) logRefusal(c echo.Context, e *Error) {
 		slog.String("client", e.Client),
 		slog.String("outcome", string(e.Outcome)),
 		slog.Int("status", e.Status),
-		slog.String("method", c.Request().Method),
+		slog.String("method", loggedMethod(c.Request().Method)),
 		// The route pattern, not the raw path: a caller can put anything
 		// (a token, say) in a path segment.
 		slog.String("route", c.Path()),
@@ -384,6 +384,18 @@ func (a *authenticator) logRefusal(c echo.Context, e *Error) {
 		attrs = append(attrs, slog.String("err", e.Err.Error()))
 	}
 	a.Logger.LogAttrs(c.Request().Context(), level, "llmauth: request refused", attrs...)
+}
+
+// loggedMethod is the request method if it is a standard one (RFC 9110
+// section 9, and PATCH), else "_other": on a route that takes any method,
+// the method is a value the caller chose.
+func loggedMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "_other"
 }
 
 // errorBody is an OpenAI-style error object, so that OpenAI SDKs show the
