@@ -468,6 +468,24 @@ func testRotate(t *testing.T, f Factory) {
 		t.Fatalf("new key after grace: %v", err)
 	}
 
+	// The successor's own expiry, checked like a new key's.
+	expires := clock.Now().Add(2 * time.Hour).Truncate(time.Second)
+	fourth, err := h.Admin.RotateKey(ctx, third.ID, keystore.RotateSpec{ExpiresAt: &expires})
+	wantErr(t, "RotateKey(expires)", err, nil)
+	if fourth.ExpiresAt == nil || !fourth.ExpiresAt.Equal(expires) {
+		t.Fatalf("RotateKey(expires): expires_at %v, want %v", fourth.ExpiresAt, expires)
+	}
+	h.Sync(t)
+	if _, err := h.Decider.Verify(ctx, "bot", fourth.Token); err != nil {
+		t.Fatalf("successor with an expiry: %v", err)
+	}
+	clock.Advance(2 * time.Hour)
+	_, err = h.Decider.Verify(ctx, "bot", fourth.Token)
+	wantErr(t, "Verify after the successor's expiry", err, keystore.ErrInvalidToken)
+	past := clock.Now().Add(-time.Second)
+	_, err = h.Admin.RotateKey(ctx, third.ID, keystore.RotateSpec{ExpiresAt: &past})
+	wantErr(t, "RotateKey(expiry in the past)", err, keystore.ErrInvalidInput)
+
 	_, err = h.Admin.RotateKey(ctx, nk.ID, keystore.RotateSpec{Grace: -time.Second})
 	wantErr(t, "RotateKey(negative grace)", err, keystore.ErrInvalidInput)
 	_, err = h.Admin.RotateKey(ctx, 1<<40, keystore.RotateSpec{})
@@ -478,8 +496,8 @@ func testRotate(t *testing.T, f Factory) {
 	_, err = h.Admin.RotateKey(ctx, old.ID, keystore.RotateSpec{})
 	wantErr(t, "RotateKey(revoked)", err, keystore.ErrInvalidInput)
 	keys, _ := h.Admin.ListKeys(ctx, "bot")
-	if len(keys) != 3 {
-		t.Fatalf("refused rotations wrote keys: %d keys, want 3", len(keys))
+	if len(keys) != 4 {
+		t.Fatalf("refused rotations wrote keys: %d keys, want 4", len(keys))
 	}
 }
 
