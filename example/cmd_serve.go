@@ -146,8 +146,8 @@ func (o *serveOptions) validateServe() error {
 	if o.throttleBurst < 0 {
 		return usagef("serve: --throttle-burst must not be negative (0 turns throttling off), got %d", o.throttleBurst)
 	}
-	if !(o.throttleRate > 0) || o.throttleRate > 1e6 {
-		return usagef("serve: --throttle-rate must be a positive number of attempts per second, got %v", o.throttleRate)
+	if !(o.throttleRate >= 0.001) || o.throttleRate > 1e6 {
+		return usagef("serve: --throttle-rate must be between 0.001 and 1000000 attempts per second, got %v", o.throttleRate)
 	}
 	if o.maxLookups < 1 {
 		return usagef("serve: --max-concurrent-lookups must be at least 1, got %d", o.maxLookups)

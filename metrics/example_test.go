@@ -27,8 +27,8 @@ func ExampleNew() {
 	m.Decision(metrics.UnknownClient, metrics.OutcomeMissingToken)
 	m.Decision("EVIL\n", metrics.OutcomeInvalidToken) // not a client name: recorded as _unknown
 
-	// The placeholder's eight series exist from the start, at zero; a
-	// client's seven (all outcomes but unknown_client) from its first
+	// The placeholder's nine series exist from the start, at zero; a
+	// client's eight (all outcomes but unknown_client) from its first
 	// decision.
 	series, err := testutil.GatherAndCount(reg, "llmauth_requests_total")
 	if err != nil {
@@ -42,6 +42,7 @@ func ExampleNew() {
 # TYPE llmauth_requests_total counter
 llmauth_requests_total{client="_unknown",outcome="anonymous"} 0
 llmauth_requests_total{client="_unknown",outcome="authenticated"} 0
+llmauth_requests_total{client="_unknown",outcome="canceled"} 0
 llmauth_requests_total{client="_unknown",outcome="invalid_token"} 1
 llmauth_requests_total{client="_unknown",outcome="malformed"} 0
 llmauth_requests_total{client="_unknown",outcome="missing_token"} 1
@@ -50,6 +51,7 @@ llmauth_requests_total{client="_unknown",outcome="unavailable"} 0
 llmauth_requests_total{client="_unknown",outcome="unknown_client"} 0
 llmauth_requests_total{client="acme",outcome="anonymous"} 0
 llmauth_requests_total{client="acme",outcome="authenticated"} 2
+llmauth_requests_total{client="acme",outcome="canceled"} 0
 llmauth_requests_total{client="acme",outcome="invalid_token"} 0
 llmauth_requests_total{client="acme",outcome="malformed"} 0
 llmauth_requests_total{client="acme",outcome="missing_token"} 0
@@ -58,7 +60,7 @@ llmauth_requests_total{client="acme",outcome="unavailable"} 0
 `), "llmauth_requests_total")
 	fmt.Println("as expected:", err == nil)
 	// Output:
-	// series: 15
+	// series: 17
 	// as expected: true
 }
 

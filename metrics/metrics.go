@@ -58,6 +58,9 @@ const (
 	// the client more invalid or malformed credentials than the throttling
 	// budget allows.
 	OutcomeThrottled = "throttled"
+	// OutcomeCanceled is a request whose caller went away before the key
+	// store answered: no decision, and no outage either.
+	OutcomeCanceled = "canceled"
 )
 
 // outcomes are the Outcome constants; New starts UnknownClient's series
@@ -65,6 +68,7 @@ const (
 var outcomes = []string{
 	OutcomeAnonymous, OutcomeAuthenticated, OutcomeMissingToken, OutcomeInvalidToken,
 	OutcomeMalformed, OutcomeUnknownClient, OutcomeUnavailable, OutcomeThrottled,
+	OutcomeCanceled,
 }
 
 // Label values known in advance, besides the outcomes and FlushReasons.
@@ -163,7 +167,7 @@ type Metrics struct {
 
 // clientCounters are one client's llmauth_requests_total series, by
 // outcomeIndex.
-type clientCounters [9]prometheus.Counter // outcomes, then outcomeOther
+type clientCounters [10]prometheus.Counter // outcomes, then outcomeOther
 
 // New creates llmauth's collectors and registers them on reg. It never uses
 // the global default registry. It returns an error, and leaves reg as it
@@ -418,6 +422,8 @@ func outcomeIndex(outcome string) int {
 		return 6
 	case OutcomeThrottled:
 		return 7
+	case OutcomeCanceled:
+		return 8
 	}
 	return len(outcomes)
 }

@@ -300,6 +300,7 @@ func TestDecisionExposition(t *testing.T) {
 # TYPE llmauth_requests_total counter
 llmauth_requests_total{client="_unknown",outcome="anonymous"} 0
 llmauth_requests_total{client="_unknown",outcome="authenticated"} 0
+llmauth_requests_total{client="_unknown",outcome="canceled"} 0
 llmauth_requests_total{client="_unknown",outcome="invalid_token"} 0
 llmauth_requests_total{client="_unknown",outcome="malformed"} 0
 llmauth_requests_total{client="_unknown",outcome="missing_token"} 2
@@ -309,6 +310,7 @@ llmauth_requests_total{client="_unknown",outcome="unavailable"} 0
 llmauth_requests_total{client="_unknown",outcome="unknown_client"} 0
 llmauth_requests_total{client="acme",outcome="anonymous"} 0
 llmauth_requests_total{client="acme",outcome="authenticated"} 2
+llmauth_requests_total{client="acme",outcome="canceled"} 0
 llmauth_requests_total{client="acme",outcome="invalid_token"} 1
 llmauth_requests_total{client="acme",outcome="malformed"} 0
 llmauth_requests_total{client="acme",outcome="missing_token"} 0
@@ -321,12 +323,12 @@ llmauth_requests_total{client="acme",outcome="unavailable"} 0
 }
 
 // startSeries is how many series a fresh registry holds: every label value
-// known in advance at zero. requests_total: 8 outcomes of _unknown;
+// known in advance at zero. requests_total: 9 outcomes of _unknown;
 // cache_lookups_total: 4 caches x hit/miss; cache_stale_served_total: 4;
 // cache_invalidations_total: 3; store_call_duration_seconds and
 // store_errors_total: 2 ops each; change_events_total: 2; change_flushes_total:
 // 8; usage_flushes_total: 2; and the 6 families without labels.
-const startSeries = 8 + 8 + 4 + 3 + 2 + 2 + 2 + 8 + 2 + 6
+const startSeries = 9 + 8 + 4 + 3 + 2 + 2 + 2 + 8 + 2 + 6
 
 // TestKnownSeriesAtZero: before any event, the first scrape shows every
 // label value known in advance, at zero.
@@ -361,6 +363,7 @@ llmauth_cache_stale_served_total{cache="unknown_clients"} 0
 # TYPE llmauth_requests_total counter
 llmauth_requests_total{client="_unknown",outcome="anonymous"} 0
 llmauth_requests_total{client="_unknown",outcome="authenticated"} 0
+llmauth_requests_total{client="_unknown",outcome="canceled"} 0
 llmauth_requests_total{client="_unknown",outcome="invalid_token"} 0
 llmauth_requests_total{client="_unknown",outcome="malformed"} 0
 llmauth_requests_total{client="_unknown",outcome="missing_token"} 0

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -70,10 +71,13 @@ type Config struct {
 
 	// Logger receives one line per refusal (client, outcome, status,
 	// method, route pattern, remote IP), at info, or warn with the cause
-	// for a store failure (503). Of the 429s of one throttled source, only
-	// the first since it was last admitted is at info, the rest at debug,
-	// so that a flood of guesses does not flood the log. It never sees a
-	// token or the Authorization header.
+	// for a store failure (503). A flood does not flood the log: of the
+	// refusals of one kind (client, outcome) from one source, at most one
+	// line a second is at that level, with the count of those sent to
+	// debug since ("suppressed"); of the 429s of a throttled source, only
+	// the first since it was last admitted; a caller that went away before
+	// the answer (outcome canceled) is at debug. It never sees a token or
+	// the Authorization header.
 	// Default: discard.
 	Logger *slog.Logger
 
@@ -166,6 +170,7 @@ func (config Config) ToMiddleware() (echo.MiddlewareFunc, error) {
 		lookups:    semaphore.NewWeighted(int64(config.MaxConcurrentLookups)),
 	}
 	a.peeker, _ = config.Store.(keystore.Peeker)
+	a.logs = &logLimiter{now: config.Now, lru: newLRU[string, *logState](config.Throttle.MaxSources)}
 	if !config.Throttle.Disabled {
 		a.throttle = newThrottle(config.Throttle, config.Now)
 	}
@@ -182,6 +187,7 @@ type authenticator struct {
 	peeker     keystore.Peeker     // Store, when it can answer from memory
 	lookups    *semaphore.Weighted // store call slots
 	throttle   *throttle           // nil when disabled
+	logs       *logLimiter
 }
 
 func (a *authenticator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
@@ -190,6 +196,10 @@ func (a *authenticator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		p, refusal := a.decide(c)
+		if refusal != nil && refusal.Outcome == OutcomeUnavailable && c.Request().Context().Err() != nil {
+			refusal = &Error{Status: StatusClientClosedRequest, Outcome: OutcomeCanceled, Client: refusal.Client,
+				Err: fmt.Errorf("%w: %w", ErrCanceled, refusal.Err)}
+		}
 		if refusal != nil {
 			a.record(refusal.Client, refusal.Outcome)
 			a.logRefusal(c, refusal)
@@ -311,20 +321,22 @@ func (a *authenticator) verify(c echo.Context, d *deadline, client string, token
 			return keystore.VerifiedKey{}, a.failed(c, client, err)
 		}
 	}
-	done, err := a.throttle.attempt(c, client)
+	done, err := a.throttle.attempt(c, client, token.Digest())
 	if err != nil {
 		return keystore.VerifiedKey{}, a.throttled(client, err)
 	}
 	ctx := d.context(a, c)
 	if err := a.lookups.Acquire(ctx, 1); err != nil {
-		done(false)
+		gone := c.Request().Context().Err() != nil
+		done(false, gone) // a caller that hangs up spends its attempt
 		return keystore.VerifiedKey{}, a.unavailable(client, fmt.Errorf("%w: waiting for a store call slot: %w", keystore.ErrUnavailable, err))
 	}
 	key, err := a.Store.Verify(ctx, client, token)
 	a.lookups.Release(1)
-	done(errors.Is(err, keystore.ErrInvalidToken))
+	invalid := errors.Is(err, keystore.ErrInvalidToken)
+	done(err == nil, invalid || err != nil && c.Request().Context().Err() != nil)
 	switch {
-	case errors.Is(err, keystore.ErrInvalidToken):
+	case invalid:
 		return keystore.VerifiedKey{}, a.invalid(client, err)
 	case err != nil:
 		return keystore.VerifiedKey{}, a.unavailable(client, err)
@@ -372,9 +384,10 @@ func (a *authenticator) logRefusal(c echo.Context, e *Error) {
 		slog.String("remote_ip", c.RealIP()),
 	}
 	var te *throttledError
-	if e.Outcome == OutcomeThrottled && errors.As(e.Err, &te) && !te.first {
+	if e.Outcome == OutcomeCanceled || e.Outcome == OutcomeThrottled && errors.As(e.Err, &te) && !te.first {
 		// A flood of guesses is one line, when the source is first
-		// throttled; the rest are counted, and logged at debug.
+		// throttled; the rest are counted, and logged at debug. A caller
+		// that hung up got no answer to log.
 		level = slog.LevelDebug
 	}
 	if e.Outcome == OutcomeUnavailable {
@@ -383,7 +396,43 @@ func (a *authenticator) logRefusal(c echo.Context, e *Error) {
 		// error, and Token's String method redacts the secret.
 		attrs = append(attrs, slog.String("err", e.Err.Error()))
 	}
+	if level > slog.LevelDebug {
+		if suppressed, ok := a.logs.allow(e.Client + "\x00" + string(e.Outcome) + "\x00" + a.Throttle.Source(c)); !ok {
+			level = slog.LevelDebug
+		} else if suppressed > 0 {
+			attrs = append(attrs, slog.Int("suppressed", suppressed))
+		}
+	}
 	a.Logger.LogAttrs(c.Request().Context(), level, "llmauth: request refused", attrs...)
+}
+
+// logLimiter keeps a flood of refusals of one kind from one source out of
+// the log: at most one line per second per (client, outcome, source) at
+// its level, the rest at debug, counted in the next line's "suppressed".
+type logLimiter struct {
+	now func() time.Time
+	mu  sync.Mutex
+	lru *lru[string, *logState]
+}
+
+type logState struct {
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether a line of kind key may be logged at its level now,
+// and how many were sent to debug since the last one.
+func (l *logLimiter) allow(key string) (suppressed int, ok bool) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.lru.getOrAdd(key, func() *logState { return &logState{} })
+	if !st.last.IsZero() && now.Sub(st.last) < time.Second {
+		st.suppressed++
+		return 0, false
+	}
+	suppressed, st.suppressed, st.last = st.suppressed, 0, now
+	return suppressed, true
 }
 
 // loggedMethod is the request method if it is a standard one (RFC 9110
@@ -453,6 +502,8 @@ func (a *authenticator) respond(c echo.Context, err error) error {
 	case OutcomeUnavailable:
 		h.Set(echo.HeaderRetryAfter, a.retryAfter)
 		body.Error.Message, body.Error.Type, body.Error.Code = "authentication is temporarily unavailable", "service_unavailable", "unavailable"
+	case OutcomeCanceled:
+		body.Error.Message, body.Error.Type, body.Error.Code = "the request was canceled", "canceled", "canceled"
 	case OutcomeThrottled:
 		seconds, _ := RetryAfter(e.Err)
 		h.Set(echo.HeaderRetryAfter, strconv.FormatInt(max(seconds, 1), 10))

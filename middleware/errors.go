@@ -32,7 +32,16 @@ const (
 	// OutcomeThrottled: the source spent its budget of failed attempts
 	// against the client (429); see [ThrottleConfig].
 	OutcomeThrottled Outcome = "throttled"
+	// OutcomeCanceled: the caller went away (its request's context ended)
+	// before the store answered. No decision was made; it is answered 499
+	// (nginx's "client closed request", which no one receives) and logged
+	// at debug, so that callers who hang up cannot pose as an outage.
+	OutcomeCanceled Outcome = "canceled"
 )
+
+// StatusClientClosedRequest is the status of OutcomeCanceled (nginx's 499):
+// the caller closed the connection before the answer.
+const StatusClientClosedRequest = 499
 
 // UnknownClientLabel is the client label of decisions about no existing
 // client. A client name cannot start with "_", so it never collides.
@@ -45,6 +54,7 @@ var (
 	ErrInvalidToken     = errors.New("middleware: invalid token")
 	ErrUnknownClient    = errors.New("middleware: unknown client")
 	ErrUnavailable      = errors.New("middleware: key state unavailable")
+	ErrCanceled         = errors.New("middleware: the caller went away")
 )
 
 // Error is a refusal: what the middleware passes to Config.ErrorHandler.

@@ -1,15 +1,17 @@
 package middleware
 
 import (
-	"container/list"
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"golang.org/x/time/rate"
+
+	"github.com/llmauth/llmauth/keystore"
 )
 
 // ThrottleConfig configures the throttling of failed attempts: each
@@ -87,12 +89,20 @@ func RetryAfter(err error) (seconds int64, ok bool) {
 	return max(1, int64(math.Ceil(t.retryAfter.Seconds()))), true
 }
 
+// minThrottleRate is the slowest refill accepted: one attempt in about 17
+// minutes. Slower ones would make Retry-After overflow and lock a source
+// out for good.
+const minThrottleRate = 0.001
+
 func (t ThrottleConfig) withDefaults() (ThrottleConfig, error) {
 	if t.Rate < 0 || t.Burst < 0 || t.MaxSources < 0 {
 		return t, errors.New("middleware: negative Throttle.Rate, Throttle.Burst or Throttle.MaxSources")
 	}
 	if t.Rate == 0 {
 		t.Rate = 1
+	}
+	if t.Rate < minThrottleRate {
+		return t, fmt.Errorf("middleware: Throttle.Rate %v is below %v attempts per second", float64(t.Rate), minThrottleRate)
 	}
 	if t.Burst == 0 {
 		t.Burst = 20
@@ -101,81 +111,113 @@ func (t ThrottleConfig) withDefaults() (ThrottleConfig, error) {
 		t.MaxSources = 10000
 	}
 	if t.Source == nil {
-		t.Source = func(c echo.Context) string { return c.RealIP() }
+		t.Source = func(c echo.Context) string { return SourceOf(c.RealIP()) }
 	}
 	return t, nil
 }
 
-// throttle holds the budgets: a capped LRU of rate limiters keyed by
-// client and source. It is consulted only on the slow path (a lookup the
-// cache could not answer, or a failure), never for a cached valid key.
+// SourceOf is the throttling source of an IP address: the address in its
+// canonical form (an IPv4 address written as IPv6 counts as the IPv4 one),
+// and for IPv6 its /64 network, which one host usually has whole: otherwise
+// a host could take a fresh budget for every guess. A string that is not
+// an IP address is its own source.
+func SourceOf(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap().WithZone("")
+	if addr.Is6() {
+		return netip.PrefixFrom(addr, 64).Masked().String()
+	}
+	return addr.String()
+}
+
+// throttle holds the budgets, a capped LRU of rate limiters keyed by
+// client and source, and the digests of tokens found valid. It is
+// consulted only on the slow path (a lookup the cache could not answer, or
+// a failure), never for a cached valid key.
 type throttle struct {
 	cfg ThrottleConfig
 	now func() time.Time
 
 	mu      sync.Mutex
-	budgets map[string]*list.Element // of *budget
-	lru     list.List                // front: most recently used
+	budgets *lru[string, *budget]
+	// good holds the digests of tokens the store found valid: a request
+	// with one of them is never refused for its source's budget (a
+	// guesser cannot produce one), so a key keeps working from a throttled
+	// source after its cache entry has expired; it still goes to the
+	// store. Capped like the budgets.
+	good *lru[keystore.Digest, struct{}]
 }
 
 type budget struct {
-	key       string
-	limiter   *rate.Limiter
-	inFlight  int  // attempts admitted whose outcome is not known yet
+	limiter *rate.Limiter
+	// inFlight counts the distinct credentials admitted whose outcome is
+	// not known yet, so that a source cannot get past its budget by
+	// sending its guesses all at once, while many requests with one key
+	// count once.
+	inFlight  map[keystore.Digest]int
 	throttled bool // refused since last admitted
 }
 
 func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
-	return &throttle{cfg: cfg, now: now, budgets: make(map[string]*list.Element)}
+	return &throttle{cfg: cfg, now: now, budgets: newLRU[string, *budget](cfg.MaxSources), good: newLRU[keystore.Digest, struct{}](cfg.MaxSources)}
 }
 
 // budgetLocked returns the budget of source against client, creating it
 // full. t.mu must be held.
-func (t *throttle) budgetLocked(client, source string) *budget {
-	key := client + "\x00" + source
-	if e, ok := t.budgets[key]; ok {
-		t.lru.MoveToFront(e)
-		return e.Value.(*budget)
-	}
-	b := &budget{key: key, limiter: rate.NewLimiter(t.cfg.Rate, t.cfg.Burst)}
-	t.budgets[key] = t.lru.PushFront(b)
-	for len(t.budgets) > t.cfg.MaxSources {
-		oldest := t.lru.Back()
-		t.lru.Remove(oldest)
-		delete(t.budgets, oldest.Value.(*budget).key)
-	}
-	return b
+func (t *throttle) budgetLocked(c echo.Context, client string) *budget {
+	return t.budgets.getOrAdd(client+"\x00"+t.cfg.Source(c), func() *budget {
+		return &budget{limiter: rate.NewLimiter(t.cfg.Rate, t.cfg.Burst), inFlight: map[keystore.Digest]int{}}
+	})
 }
 
-// attempt admits one attempt of the source against client whose outcome
-// needs a store call. It is admitted while the budget holds an attempt
-// not already taken by the source's attempts in flight, so that a source
-// cannot get past its budget by sending its guesses all at once. done
-// must be called with the outcome: a failure spends an attempt of the
-// budget, anything else gives it back. When the budget is spent, the
-// error wraps ErrThrottled and says how long to wait. A nil throttle
-// admits everything.
-func (t *throttle) attempt(c echo.Context, client string) (done func(failed bool), err error) {
-	if t == nil {
-		return func(bool) {}, nil
+// refusedLocked returns an error wrapping ErrThrottled when b cannot
+// admit extra more attempts now.
+func (t *throttle) refusedLocked(b *budget, extra int) error {
+	missing := float64(len(b.inFlight)+extra) - b.limiter.TokensAt(t.now())
+	if missing <= 0 {
+		b.throttled = false
+		return nil
 	}
-	source := t.cfg.Source(c)
+	first := !b.throttled
+	b.throttled = true
+	return &throttledError{retryAfter: t.wait(missing), first: first}
+}
+
+// attempt admits an attempt of the source against client with a token of
+// digest d, whose outcome needs a store call. It is admitted while the
+// budget holds an attempt not already taken by the source's other
+// credentials in flight; a token found valid before is always admitted.
+// done must be called with the outcome: valid (the token is remembered as
+// good), failed (an attempt of the budget is spent), or neither (nothing
+// spent). When the budget is spent, the error wraps ErrThrottled and says
+// how long to wait. A nil throttle admits everything.
+func (t *throttle) attempt(c echo.Context, client string, d keystore.Digest) (done func(valid, failed bool), err error) {
+	if t == nil {
+		return func(bool, bool) {}, nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	b := t.budgetLocked(client, source)
-	now := t.now()
-	if missing := float64(b.inFlight+1) - b.limiter.TokensAt(now); missing > 0 {
-		first := !b.throttled
-		b.throttled = true
-		return nil, &throttledError{retryAfter: t.wait(missing), first: first}
+	b := t.budgetLocked(c, client)
+	if _, good := t.good.get(d); !good && b.inFlight[d] == 0 {
+		if err := t.refusedLocked(b, 1); err != nil {
+			return nil, err
+		}
 	}
-	b.throttled = false
-	b.inFlight++
-	return func(failed bool) {
+	b.inFlight[d]++
+	return func(valid, failed bool) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		b.inFlight--
-		if failed {
+		if b.inFlight[d]--; b.inFlight[d] <= 0 {
+			delete(b.inFlight, d)
+		}
+		switch {
+		case valid:
+			t.good.getOrAdd(d, func() struct{} { return struct{}{} })
+		case failed:
+			t.good.remove(d)
 			b.limiter.ReserveN(t.now(), 1) // spent, even into debt
 		}
 	}, nil
@@ -186,22 +228,32 @@ func (t *throttle) attempt(c echo.Context, client string) (done func(failed bool
 // remembered as invalid). When the budget was already spent it spends
 // nothing and returns an error wrapping ErrThrottled.
 func (t *throttle) fail(c echo.Context, client string) error {
-	done, err := t.attempt(c, client)
-	if err != nil {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.budgetLocked(c, client)
+	if err := t.refusedLocked(b, 1); err != nil {
 		return err
 	}
-	done(true)
+	b.limiter.ReserveN(t.now(), 1)
 	return nil
 }
 
-// wait is how long until the budget regains missing attempts.
+// wait is how long until the budget regains missing attempts, at most a
+// day (Retry-After is advice; the budget itself is exact).
 func (t *throttle) wait(missing float64) time.Duration {
-	return time.Duration(missing / float64(t.cfg.Rate) * float64(time.Second))
+	seconds := missing / float64(t.cfg.Rate)
+	if seconds > 86400 {
+		return 24 * time.Hour
+	}
+	return time.Duration(seconds * float64(time.Second))
 }
 
 // len reports how many budgets are remembered (for tests).
 func (t *throttle) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.budgets)
+	return t.budgets.len()
 }

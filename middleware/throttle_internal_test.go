@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
 )
 
 func TestThrottleMemoryIsBounded(t *testing.T) {
@@ -63,6 +64,62 @@ func TestRetryAfter(t *testing.T) {
 		got, ok := RetryAfter(tt.given)
 		if got != tt.expect || ok != tt.ok {
 			t.Errorf("RetryAfter(%v) = %d, %v; want %d, %v", tt.given, got, ok, tt.expect, tt.ok)
+		}
+	}
+}
+
+func TestSourceOf(t *testing.T) {
+	tests := []struct{ given, expect string }{
+		{"192.0.2.1", "192.0.2.1"},
+		{"::ffff:192.0.2.1", "192.0.2.1"},
+		{"0:0:0:0:0:ffff:c000:0201", "192.0.2.1"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"},
+		{"2001:DB8:1:3::1", "2001:db8:1:3::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"::1", "::/64"},
+		{"not an address", "not an address"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := SourceOf(tt.given); got != tt.expect {
+			t.Errorf("SourceOf(%q) = %q, want %q", tt.given, got, tt.expect)
+		}
+	}
+}
+
+func TestThrottleConfigRefusesTinyRates(t *testing.T) {
+	for _, r := range []float64{1e-12, 1e-9, 0.0009} {
+		if _, err := (ThrottleConfig{Rate: rate.Limit(r)}).withDefaults(); err == nil {
+			t.Errorf("Rate %v accepted", r)
+		}
+	}
+	if _, err := (ThrottleConfig{Rate: minThrottleRate}).withDefaults(); err != nil {
+		t.Errorf("Rate %v refused: %v", minThrottleRate, err)
+	}
+}
+
+func TestLogLimiter(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	l := &logLimiter{now: func() time.Time { return now }, lru: newLRU[string, *logState](10)}
+	steps := []struct {
+		wait             time.Duration
+		key              string
+		expectOK         bool
+		expectSuppressed int
+	}{
+		{0, "a", true, 0},
+		{0, "a", false, 0},
+		{500 * time.Millisecond, "a", false, 0},
+		{0, "b", true, 0}, // another kind or source: its own line
+		{500 * time.Millisecond, "a", true, 2},
+		{time.Second, "a", true, 0},
+	}
+	for i, s := range steps {
+		now = now.Add(s.wait)
+		suppressed, ok := l.allow(s.key)
+		if ok != s.expectOK || suppressed != s.expectSuppressed {
+			t.Fatalf("step %d: allow(%q) = %d, %v; want %d, %v", i, s.key, suppressed, ok, s.expectSuppressed, s.expectOK)
 		}
 	}
 }

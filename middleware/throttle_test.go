@@ -401,3 +401,158 @@ func (s *syncBuffer) Reset() {
 	defer s.mu.Unlock()
 	s.b.Reset()
 }
+
+// TestThrottleCountsCredentialsNotRequests: many requests at once with one
+// valid key are one attempt in flight, not many: a busy caller with no
+// failure is never throttled.
+func TestThrottleCountsCredentialsNotRequests(t *testing.T) {
+	w := newWorld(t)
+	db := &countingStore{Store: w.store, delay: 30 * time.Millisecond}
+	c, err := cache.New(db, cache.Options{NoChangeFeed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) },
+		middleware.WithConfig(middleware.Config{Store: c, Throttle: middleware.ThrottleConfig{Burst: 3}}))
+	var wg sync.WaitGroup
+	codes := make(chan int, 40)
+	for range 40 {
+		wg.Go(func() {
+			req := httptest.NewRequest(http.MethodPost, "/v1/clients/locked/chat", nil)
+			req.Header.Set("Authorization", "Bearer "+w.key.Token.Reveal())
+			res := httptest.NewRecorder()
+			e.ServeHTTP(res, req)
+			codes <- res.Code
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != http.StatusNoContent {
+			t.Fatalf("a concurrent request with a valid key got %d, want 204", code)
+		}
+	}
+}
+
+// TestVerifiedKeyOutlivesItsCacheEntry: a key verified once keeps working
+// from a throttled source after its cache entry expired (it goes to the
+// store again); a key never seen there still waits like a guess.
+func TestVerifiedKeyOutlivesItsCacheEntry(t *testing.T) {
+	w := newWorld(t)
+	fresh, err := w.store.CreateKey(context.Background(), "locked", keystore.KeySpec{Name: "fresh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: time.Now()}
+	db := &countingStore{Store: w.store}
+	c, err := cache.New(db, cache.Options{NoChangeFeed: true, TTL: time.Minute, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) },
+		middleware.WithConfig(middleware.Config{Store: c, Now: clock.Now, Throttle: middleware.ThrottleConfig{Burst: 1, Rate: 0.001}}))
+	steps := []struct {
+		name        string
+		givenWait   time.Duration
+		givenToken  string
+		expectCode  int
+		expectCalls int64
+	}{
+		{"verified once", 0, w.key.Token.Reveal(), 204, 2},
+		{"a failure spends the budget", 0, w.spent.Token.Reveal(), 401, 1},
+		{"throttled", 0, w.spent.Token.Reveal(), 429, 0},
+		{"the cached key works", 0, w.key.Token.Reveal(), 204, 0},
+		{"its entry expired: to the store, not refused", 2 * time.Minute, w.key.Token.Reveal(), 204, 2},
+		{"a key never seen from here waits", 0, fresh.Token.Reveal(), 429, 0},
+	}
+	for _, s := range steps {
+		clock.Add(s.givenWait)
+		before := db.calls.Load()
+		req := httptest.NewRequest(http.MethodPost, "/v1/clients/locked/chat", nil)
+		req.Header.Set("Authorization", "Bearer "+s.givenToken)
+		res := httptest.NewRecorder()
+		e.ServeHTTP(res, req)
+		if res.Code != s.expectCode || db.calls.Load()-before != s.expectCalls {
+			t.Fatalf("%s: status %d with %d store calls, want %d with %d", s.name, res.Code, db.calls.Load()-before, s.expectCode, s.expectCalls)
+		}
+	}
+}
+
+// hangingVerify is a store whose Verify answers only when its context
+// ends: a caller that hangs up meanwhile is a fault a real database cannot
+// produce on demand.
+type hangingVerify struct{ keystore.Store }
+
+func (h hangingVerify) Verify(ctx context.Context, client string, tok keystore.Token) (keystore.VerifiedKey, error) {
+	<-ctx.Done()
+	return keystore.VerifiedKey{}, fmt.Errorf("%w: %w", keystore.ErrUnavailable, ctx.Err())
+}
+
+// TestCallerGoneIsNotAnOutage: a caller that hangs up while its token is
+// being checked is counted as canceled (not unavailable, which pages), is
+// logged at debug, and spends its attempt, so that hanging up cannot buy
+// free guesses.
+func TestCallerGoneIsNotAnOutage(t *testing.T) {
+	w := newWorld(t)
+	rec := &counter{}
+	var logs syncBuffer
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) },
+		middleware.WithConfig(middleware.Config{
+			Store: hangingVerify{w.store}, Metrics: rec, DecisionTimeout: time.Minute,
+			Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
+			Throttle: middleware.ThrottleConfig{Burst: 1, Rate: 0.001},
+		}))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/clients/locked/chat", nil)
+	req.Header.Set("Authorization", "Bearer "+w.spent.Token.Reveal())
+	res := httptest.NewRecorder()
+	e.ServeHTTP(res, req)
+	if res.Code != middleware.StatusClientClosedRequest || rec.get("locked/canceled") != 1 || rec.get("locked/unavailable") != 0 {
+		t.Fatalf("status %d, decisions %v; want 499 counted as canceled", res.Code, rec.n)
+	}
+	if logs.String() != "" {
+		t.Fatalf("logged at info or above: %q", logs.String())
+	}
+	// The attempt was spent: the next one from the same source is refused
+	// without a store call.
+	req = httptest.NewRequest(http.MethodPost, "/v1/clients/locked/chat", nil)
+	req.Header.Set("Authorization", "Bearer "+w.spent.Token.Reveal())
+	res = httptest.NewRecorder()
+	e.ServeHTTP(res, req)
+	if res.Code != http.StatusTooManyRequests {
+		t.Fatalf("after hanging up: status %d, want 429", res.Code)
+	}
+}
+
+// TestRefusalFloodIsNotALogFlood: of many refusals of one kind from one
+// source, one line a second reaches the log at info.
+func TestRefusalFloodIsNotALogFlood(t *testing.T) {
+	w := newWorld(t)
+	var logs syncBuffer
+	clock := &fakeClock{now: time.Now()}
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) },
+		middleware.WithConfig(middleware.Config{Store: w.store, Now: clock.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))}))
+	send := func(client string) {
+		req := httptest.NewRequest(http.MethodPost, "/v1/clients/"+client+"/chat", nil)
+		e.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	for range 100 {
+		send("locked")  // missing token
+		send("no-such") // unknown client
+	}
+	if n := strings.Count(logs.String(), "\n"); n != 2 {
+		t.Fatalf("%d lines for 200 refusals of two kinds within a second, want 2:\n%s", n, logs.String())
+	}
+	clock.Add(time.Second)
+	send("locked")
+	if !strings.Contains(logs.String(), "suppressed=99") {
+		t.Fatalf("the next line does not count the 99 suppressed:\n%s", logs.String())
+	}
+}
