@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -101,41 +102,60 @@ type Options struct {
 // verified keys (under the token's digest, never its plaintext) for TTL,
 // unknown clients and invalid tokens for NegativeTTL, collapses concurrent
 // misses into one store call, and drops exactly the affected entries when
-// told of a change. Close stops its background sweep.
+// told of a change, at a cost proportional to what it drops (see
+// [Cache.Apply]). It is also a [keystore.Peeker]. Close stops its
+// background sweep.
 type Cache struct {
 	inner keystore.Store
 	opts  Options
 
 	states   *gocache.Cache // client name -> stateEntry
-	unknown  *gocache.Cache // client name -> time fetched
+	unknown  *gocache.Cache // client name -> struct{}
 	verified *gocache.Cache // tokenKey -> keyEntry
 	invalid  *gocache.Cache // tokenKey -> negEntry
+
+	// base is the origin of entries' fetch times, which are kept as
+	// offsets: 8 bytes an entry rather than a time.Time's 24.
+	base time.Time
+	// seed keys the hash that tokenKey mixes a client's name with.
+	seed maphash.Seed
 
 	group singleflight.Group
 	lease lease
 	renew chan struct{} // see RenewRequests
 
 	// mu orders fills against invalidation: a fill stores its result only
-	// if no invalidation happened since it started (gen unchanged).
-	mu  sync.RWMutex
+	// if no invalidation happened since it started (gen unchanged). It
+	// also guards idx: every write to states, verified and invalid, and
+	// every deletion from them (whose OnEvicted hook updates idx), happens
+	// under it. Lookups take no part in it.
+	mu  sync.Mutex
 	gen atomic.Uint64
+	idx indexes
 
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
 }
 
+// stateEntry is a cached client state. Its key in states is the state's
+// Name when that is the name asked for, sharing its bytes.
 type stateEntry struct {
 	state   keystore.ClientState
-	fetched time.Time
+	fetched time.Duration // since Cache.base
 }
 
+// keyEntry is a cached verified key. principal.Client is the client the
+// token was presented to: see Verify.
 type keyEntry struct {
 	principal keystore.VerifiedKey
-	fetched   time.Time
+	fetched   time.Duration // since Cache.base
 }
 
+// negEntry is a cached invalid token: the client it was presented to and
+// that client's id, or 0 when its state was not cached.
 type negEntry struct {
+	client   string
 	clientID int64
 }
 
@@ -184,6 +204,7 @@ func New(inner keystore.Store, opts Options) (*Cache, error) {
 		opts.Now = time.Now
 	}
 	keep := opts.TTL + opts.StaleIfError
+	now := opts.Now()
 	c := &Cache{
 		inner: inner,
 		opts:  opts,
@@ -193,12 +214,17 @@ func New(inner keystore.Store, opts Options) (*Cache, error) {
 		unknown:  gocache.New(opts.NegativeTTL, 0),
 		verified: gocache.New(keep, 0),
 		invalid:  gocache.New(opts.NegativeTTL, 0),
+		base:     now,
+		seed:     maphash.MakeSeed(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		renew:    make(chan struct{}, 1),
 	}
+	c.states.OnEvicted(c.stateEvicted)
+	c.verified.OnEvicted(c.keyEvicted)
+	c.invalid.OnEvicted(c.negEvicted)
 	c.lease.bound = opts.MaxStaleness
-	c.lease.base = opts.Now()
+	c.lease.base = now
 	if opts.NoChangeFeed {
 		c.lease.forever()
 	}
@@ -228,11 +254,23 @@ func (c *Cache) sweep() {
 		case <-l.C:
 			c.fresh(c.opts.Now())
 		case <-t.C:
-			for _, g := range []*gocache.Cache{c.states, c.unknown, c.verified, c.invalid} {
-				g.DeleteExpired()
-			}
+			c.deleteExpired()
 		}
 	}
 }
 
-var _ keystore.Store = (*Cache)(nil)
+// deleteExpired drops the entries past their go-cache expiry, under mu:
+// the eviction hooks update the indexes.
+func (c *Cache) deleteExpired() {
+	c.mu.Lock()
+	for _, g := range []*gocache.Cache{c.states, c.verified, c.invalid} {
+		g.DeleteExpired()
+	}
+	c.mu.Unlock()
+	c.unknown.DeleteExpired()
+}
+
+var (
+	_ keystore.Store  = (*Cache)(nil)
+	_ keystore.Peeker = (*Cache)(nil)
+)

@@ -6,6 +6,13 @@ import (
 	gocache "github.com/patrickmn/go-cache"
 )
 
+// flushAbove is the largest batch Apply drops entry by entry; a larger
+// one (a backlog after an outage, a bulk import) flushes the cache, which
+// drops a superset of what it would. It bounds how long Apply holds the
+// lock every fill waits on: a few microseconds a change, so 150ms or so
+// at the threshold. Apply allocates nothing per change either way.
+const flushAbove = 50_000
+
 // invalidate runs drop with fills held off and the generation moved on, so
 // that no fill that started earlier can store a result from before the
 // change.
@@ -23,62 +30,66 @@ func (c *Cache) invalidate(reason InvalidationReason, drop func()) {
 func (c *Cache) Flush() {
 	c.invalidate(InvalidatedFlush, func() {
 		for _, g := range []*gocache.Cache{c.states, c.unknown, c.verified, c.invalid} {
-			g.Flush()
+			g.Flush() // calls no eviction hook
 		}
+		c.idx = indexes{}
 	})
 }
 
-// Apply drops exactly the entries a batch of changes affects, in one pass
-// over each cache. A "flush" change drops everything.
+// Apply drops exactly the entries a batch of changes affects, found
+// through indexes by client and key id, so that its cost grows with the
+// batch and what it drops, not with the cache:
+//
+//   - a change naming a client drops that client's state, its verified
+//     keys and the tokens found invalid for it, and also every invalid
+//     token cached before its client's state (whose client is unknown);
+//   - a change naming a key drops that key's verified entries, for every
+//     client;
+//   - a change of a client row also forgets every unknown client name (it
+//     may have been created or renamed);
+//   - a "flush" change, or a batch of more than 50,000 changes, drops
+//     everything (reported as a flush).
 func (c *Cache) Apply(changes []keystore.Change) {
 	if len(changes) == 0 {
 		return
 	}
-	clients := map[int64]bool{}
-	keys := map[int64]bool{}
-	clientRows := false
+	if len(changes) > flushAbove {
+		c.Flush()
+		return
+	}
+	reason := InvalidatedClient
+	anyClient, clientRows := false, false
 	for _, ch := range changes {
 		if ch.Source == keystore.SourceFlush {
 			c.Flush()
 			return
 		}
-		if ch.ClientID != 0 {
-			clients[ch.ClientID] = true
-		}
+		anyClient = anyClient || ch.ClientID != 0
+		clientRows = clientRows || ch.Source == keystore.SourceClient
 		if ch.KeyID != 0 {
-			keys[ch.KeyID] = true
+			reason = InvalidatedKey
 		}
-		if ch.Source == keystore.SourceClient {
-			clientRows = true
-		}
-	}
-	reason := InvalidatedKey
-	if len(keys) == 0 {
-		reason = InvalidatedClient
 	}
 	c.invalidate(reason, func() {
-		for name, it := range c.states.Items() {
-			if clients[it.Object.(stateEntry).state.ID] {
-				c.states.Delete(name)
+		// An id named twice is found the second time with nothing left.
+		for _, ch := range changes {
+			if id := ch.ClientID; id != 0 {
+				drop(c.states, &c.idx.states, id)
+				drop(c.verified, &c.idx.keysByClient, id)
+				drop(c.invalid, &c.idx.invalidClient, id)
 			}
+			if id := ch.KeyID; id != 0 {
+				drop(c.verified, &c.idx.keysByKey, id)
+			}
+		}
+		if anyClient {
+			// An entry with no client id was cached before its client's
+			// state: it cannot be matched, so any client change drops it.
+			drop(c.invalid, &c.idx.invalidClient, 0)
 		}
 		if clientRows {
 			// A created or renamed client may be remembered as unknown.
 			c.unknown.Flush()
-		}
-		for k, it := range c.verified.Items() {
-			p := it.Object.(keyEntry).principal
-			if keys[p.KeyID] || clients[p.ClientID] {
-				c.verified.Delete(k)
-			}
-		}
-		for k, it := range c.invalid.Items() {
-			e := it.Object.(negEntry)
-			// An entry with no client id was cached before its client's
-			// state: it cannot be matched, so any client change drops it.
-			if clients[e.clientID] || (e.clientID == 0 && len(clients) > 0) {
-				c.invalid.Delete(k)
-			}
 		}
 	})
 }
