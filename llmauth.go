@@ -111,6 +111,11 @@ func New(ctx context.Context, databaseURL string, opts Options) (_ *Stack, err e
 	}
 	copts := opts.Cache
 	copts.Logger = log
+	if copts.MaxConcurrentFetches == 0 {
+		// One bound for both: the middleware's on callers making store
+		// calls, the cache's on the calls themselves.
+		copts.MaxConcurrentFetches = opts.Middleware.MaxConcurrentLookups
+	}
 	if s.Metrics != nil {
 		copts.Observer = s.Metrics
 	}

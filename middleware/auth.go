@@ -97,12 +97,16 @@ type Config struct {
 	// attempts in a row, then 1 per second; see [ThrottleConfig].
 	Throttle ThrottleConfig
 
-	// MaxConcurrentLookups bounds how many store calls (lookups that
-	// Store, as a [keystore.Peeker], could not answer from memory) run at
-	// once. Others wait their turn, first come first served, within
-	// DecisionTimeout, then get 503: a flood of unknown tokens or client
-	// names cannot take every database connection, and legitimate cold
-	// lookups queue behind at most this many calls. Default: 16.
+	// MaxConcurrentLookups bounds how many requests make store calls
+	// (lookups that Store, as a [keystore.Peeker], could not answer from
+	// memory) at once. Others wait their turn, first come first served,
+	// within DecisionTimeout, then get 503: a flood of unknown tokens or
+	// client names cannot take every database connection, and legitimate
+	// cold lookups queue behind at most this many. A caller that leaves
+	// frees its turn at once while the store call it started may still
+	// run: the keystore/cache Cache bounds the calls themselves
+	// (cache.Options.MaxConcurrentFetches, which llmauth.New sets to this
+	// value). Default: 16.
 	MaxConcurrentLookups int
 
 	// Now is the clock for usage records and throttling budgets.

@@ -11,6 +11,7 @@ import (
 	"github.com/llmauth/llmauth/keystore"
 
 	gocache "github.com/patrickmn/go-cache"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -81,6 +82,13 @@ type Options struct {
 	// when the store fails, an entry past its TTL or the staleness bound
 	// is not used).
 	StaleIfError time.Duration
+	// MaxConcurrentFetches bounds how many store calls (misses) run at
+	// once; more wait their turn, first come first served, within
+	// FetchTimeout. The slot is held for the call itself, so callers who
+	// give up while it runs cannot leave more calls running than this: a
+	// flood of unknown tokens or names cannot take every database
+	// connection. Default: 16.
+	MaxConcurrentFetches int
 	// FetchTimeout bounds one shared store call; each caller still waits
 	// only as long as its own context allows. Default: 5s.
 	FetchTimeout time.Duration
@@ -120,9 +128,10 @@ type Cache struct {
 	// seed keys the hash that tokenKey mixes a client's name with.
 	seed maphash.Seed
 
-	group singleflight.Group
-	lease lease
-	renew chan struct{} // see RenewRequests
+	group   singleflight.Group
+	fetches *semaphore.Weighted // store call slots: MaxConcurrentFetches
+	lease   lease
+	renew   chan struct{} // see RenewRequests
 
 	// mu orders fills against invalidation: a fill stores its result only
 	// if no invalidation happened since it started (gen unchanged). It
@@ -173,6 +182,12 @@ func New(inner keystore.Store, opts Options) (*Cache, error) {
 			return nil, fmt.Errorf("%w: negative %s", keystore.ErrInvalidInput, name)
 		}
 	}
+	if opts.MaxConcurrentFetches < 0 {
+		return nil, fmt.Errorf("%w: negative MaxConcurrentFetches", keystore.ErrInvalidInput)
+	}
+	if opts.MaxConcurrentFetches == 0 {
+		opts.MaxConcurrentFetches = 16
+	}
 	if opts.MaxNegative < 0 {
 		return nil, fmt.Errorf("%w: negative MaxNegative", keystore.ErrInvalidInput)
 	}
@@ -219,6 +234,7 @@ func New(inner keystore.Store, opts Options) (*Cache, error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		renew:    make(chan struct{}, 1),
+		fetches:  semaphore.NewWeighted(int64(opts.MaxConcurrentFetches)),
 	}
 	c.states.OnEvicted(c.stateEvicted)
 	c.verified.OnEvicted(c.keyEvicted)

@@ -125,6 +125,12 @@ func (c *Cache) fill(ctx context.Context, key, op string, fetch func(context.Con
 	ch := c.group.DoChan(sfKey, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FetchTimeout)
 		defer cancel()
+		// The slot is held for the store call itself, not for a caller who
+		// may leave while it runs.
+		if err := c.fetches.Acquire(fctx, 1); err != nil {
+			return nil, fmt.Errorf("cache: %w: waiting for a store call slot: %w", keystore.ErrUnavailable, err)
+		}
+		defer c.fetches.Release(1)
 		// Freshness counts from before the call: the answer may be that old.
 		fetched := c.opts.Now().Sub(c.base)
 		start := time.Now()
