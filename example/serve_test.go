@@ -469,3 +469,30 @@ func TestServeShutdownFlushesUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestServeDemoJSON: with --log-format json every line of stderr is one
+// JSON object, the demo banner included, and its token works.
+func TestServeDemoJSON(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := startServer(t, dir, baseEnv(), "--log-format", "json")
+	var token string
+	for _, line := range strings.Split(strings.TrimSpace(s.stderr.String()), "\n") {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("a stderr line is not JSON: %q", line)
+		}
+		if obj["secure_client"] == "demo-secure" {
+			token, _ = obj["token"].(string)
+			if obj["level"] != "INFO" || obj["open_client"] != "demo-open" || !strings.HasSuffix(obj["secure_url"].(string), "/v1/clients/demo-secure/chat") {
+				t.Errorf("demo line: %v", obj)
+			}
+		}
+	}
+	if !tokenRE.MatchString(token) {
+		t.Fatalf("no demo token in the JSON lines:\n%s", s.stderr.String())
+	}
+	if got := decodeChat(t, s.chat("demo-secure", token)); got.Anonymous || got.KeyName == nil || *got.KeyName != "demo" {
+		t.Errorf("demo token: %+v", got)
+	}
+}

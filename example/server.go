@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -228,7 +229,11 @@ func serve(ctx context.Context, o *serveOptions) error {
 	// The demo text comes first, so that whoever waits for "listening on"
 	// has it already.
 	if demoToken != "" {
-		printDemo(o.stderr, ln.Addr(), demoToken)
+		if o.logFormat == "json" {
+			printDemoJSON(o.stderr, ln.Addr(), demoToken)
+		} else {
+			printDemo(o.stderr, ln.Addr(), demoToken)
+		}
 	}
 	logger.Info("listening on http://"+ln.Addr().String(), "database", sqlstore.RedactURL(url))
 
@@ -353,11 +358,7 @@ func seedDemo(ctx context.Context, store *sqlstore.Store) (string, error) {
 // printDemo tells the person who just started the server how to call the
 // demo clients. The token is printed here once and nowhere else.
 func printDemo(w io.Writer, addr net.Addr, token string) {
-	host, port, _ := net.SplitHostPort(addr.String())
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	base := "http://" + net.JoinHostPort(host, port) + "/v1/clients/"
+	base := demoBase(addr)
 	fmt.Fprintf(w, `
 Demo data created in %[1]s (this is shown only once):
   %[2]s   has no key: anyone may call it.
@@ -370,4 +371,35 @@ Try:
   curl -sS -X POST %[5]s%[3]s/chat -H 'Authorization: Bearer %[4]s' -H 'Content-Type: application/json' -d '{"message":"hello"}'
 
 `, sqlstore.DefaultSQLitePath, demoOpenClient, demoSecureClient, token, base)
+}
+
+// demoBase is the base URL of the demo's client routes.
+func demoBase(addr net.Addr) string {
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/v1/clients/"
+}
+
+// printDemoJSON is the demo banner for --log-format json: one JSON object
+// on one line, in the shape of slog's JSON lines, so that a log pipeline
+// keeps parsing. It is written directly, not through the logger, whose
+// redaction would cut the token shown this once.
+func printDemoJSON(w io.Writer, addr net.Addr, token string) {
+	base := demoBase(addr)
+	line, _ := json.Marshal(struct {
+		Time         time.Time `json:"time"`
+		Level        string    `json:"level"`
+		Msg          string    `json:"msg"`
+		Database     string    `json:"database"`
+		OpenClient   string    `json:"open_client"`
+		SecureClient string    `json:"secure_client"`
+		KeyName      string    `json:"key_name"`
+		Token        string    `json:"token"`
+		OpenURL      string    `json:"open_url"`
+		SecureURL    string    `json:"secure_url"`
+	}{time.Now(), "INFO", "demo data created; the token is shown only now", sqlstore.DefaultSQLitePath,
+		demoOpenClient, demoSecureClient, "demo", token, base + demoOpenClient + "/chat", base + demoSecureClient + "/chat"})
+	fmt.Fprintf(w, "%s\n", line)
 }
