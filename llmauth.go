@@ -109,6 +109,9 @@ func New(ctx context.Context, databaseURL string, opts Options) (_ *Stack, err e
 			return nil, err
 		}
 	}
+	if s.Metrics != nil {
+		s.initClientSeries(ctx, log)
+	}
 	copts := opts.Cache
 	copts.Logger = log
 	if copts.MaxConcurrentFetches == 0 {
@@ -154,6 +157,27 @@ func New(ctx context.Context, databaseURL string, opts Options) (_ *Stack, err e
 		return nil, err
 	}
 	return s, nil
+}
+
+// MaxInitialClientSeries caps how many existing clients New starts the
+// request series of at zero (metrics.Metrics.InitClient): with more
+// clients, the rest get theirs at their first decision.
+const MaxInitialClientSeries = 1000
+
+// initClientSeries starts the request series of the clients that exist,
+// so that the first scrape has them. A failure only costs that.
+func (s *Stack) initClientSeries(ctx context.Context, log *slog.Logger) {
+	clients, err := s.Store.ListClients(ctx)
+	if err != nil {
+		log.Warn("could not list the clients to start their metrics at zero", "err", err)
+		return
+	}
+	for i, c := range clients {
+		if i == MaxInitialClientSeries {
+			break
+		}
+		s.Metrics.InitClient(c.Name)
+	}
 }
 
 func isPostgres(databaseURL string) bool {

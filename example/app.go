@@ -31,6 +31,9 @@ type app struct {
 	getenv func(string) string
 	// databaseFlag is --database-url, a flag of every command.
 	databaseFlag string
+	// created is the SQLite file this command created, if it did: said on
+	// stderr once the command is done, within its error line if it failed.
+	created string
 }
 
 // databaseURL returns the URL of the database to use and whether it is
@@ -67,7 +70,7 @@ func (a *app) openStore(ctx context.Context, mode access) (*sqlstore.Store, *sql
 		return nil, nil, err
 	}
 	if created != "" {
-		fmt.Fprintf(a.stderr, "created SQLite database %s\n", created)
+		a.created = created
 	}
 	url, _ := a.databaseURL()
 	db, err := sqlstore.Open(ctx, url)
@@ -254,8 +257,8 @@ func (a *app) redact(msg string) string {
 		return msg
 	}
 	redacted := sqlstore.RedactURL(u)
-	if redacted == u {
-		redacted = "<database url>" // unparsable: cannot tell the password apart
+	if redacted == "(unparsable database url)" {
+		redacted = "<database url>" // cannot tell the password apart
 	}
 	msg = strings.ReplaceAll(msg, strconv.Quote(u), strconv.Quote(redacted))
 	msg = strings.ReplaceAll(msg, u, redacted)

@@ -13,10 +13,12 @@ const databaseHelp = `Database (every command; pending migrations are applied fi
     postgres://… or postgresql://…   PostgreSQL
     sqlite:PATH or file:PATH          SQLite file (several processes may share it)
   A command that writes creates a missing SQLite file and says so on stderr;
-  one that only reads (clients list, keys list) fails instead (exit 1).
+  one that only reads (clients list, keys list) answers as an empty database
+  would, creates nothing, and says on stderr which file it looked for.
 `
 
-const exitHelp = `Flags may come before or after arguments; -flag and --flag are the same.
+const exitHelp = `A command's flags come after its command words (--database-url anywhere),
+before or after its arguments; -flag and --flag are the same.
 A DURATION is a Go duration (90s, 15m, 720h) or days of 24h (30d, 1d12h).
 Only documented results (and help asked for) go to stdout; messages go to stderr.
 Exit status: 0 success; 2 bad usage or bad input (one-line reason on stderr);

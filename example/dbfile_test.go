@@ -62,9 +62,14 @@ func TestWriteCreatesDatabase(t *testing.T) {
 			dir := t.TempDir()
 			db := filepath.Join(dir, "llmauth.db")
 			r := runBinary(t, dir, baseEnv(), first...)
-			want := "created SQLite database " + db + "\n"
-			if !strings.HasPrefix(r.stderr, want) || strings.Count(r.stderr, "created SQLite database") != 1 {
-				t.Errorf("first write: want stderr to begin with %q, once; got %v", want, r)
+			want := "created SQLite database " + db
+			switch {
+			case strings.Count(r.stderr, "created SQLite database") != 1 || !strings.Contains(r.stderr, want):
+				t.Errorf("first write: want %q on stderr, once; got %v", want, r)
+			case r.code == 0 && !strings.HasSuffix(r.stderr, want+"\n"):
+				t.Errorf("first write succeeded: want %q last; got %v", want, r)
+			case r.code != 0 && (strings.Count(r.stderr, "\n") != 1 || !strings.HasSuffix(r.stderr, "("+want+")\n")):
+				t.Errorf("first write failed: want one line ending with (%s); got %v", want, r)
 			}
 			if _, err := os.Stat(db); err != nil {
 				t.Fatalf("the database was not created: %v", err)
@@ -166,5 +171,17 @@ func TestDatabaseName(t *testing.T) {
 		if got := a.databaseName(); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.url, got, tc.want)
 		}
+	}
+}
+
+// TestErrorsNamePostgresURLWithoutPassword: a PostgreSQL URL with no
+// password is named as it is, so that the user can tell which database
+// failed.
+func TestErrorsNamePostgresURLWithoutPassword(t *testing.T) {
+	t.Parallel()
+	url := "postgres://postgres@127.0.0.1:1/does_not_exist?sslmode=disable&connect_timeout=2"
+	r := runBinary(t, t.TempDir(), baseEnv(), "clients", "list", "--database-url", url)
+	if r.code != 1 || !strings.Contains(r.stderr, "database "+url+":") {
+		t.Fatalf("got %v, want exit 1 naming %s", r, url)
 	}
 }

@@ -43,8 +43,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err == nil {
 		err = a.stdoutErr() // output cobra wrote and did not check: help, --version
 	}
-	if err != nil {
+	switch {
+	case err != nil && a.created != "":
+		// One line still: the reason, and the file the command left.
+		fmt.Fprintln(stderr, "example: "+oneLine(a.redact(err.Error()))+" (created SQLite database "+a.created+")")
+	case err != nil:
 		fmt.Fprintln(stderr, "example: "+oneLine(a.redact(err.Error())))
+	case a.created != "":
+		fmt.Fprintf(stderr, "created SQLite database %s\n", a.created)
 	}
 	return exitCode(err)
 }

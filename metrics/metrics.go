@@ -371,6 +371,18 @@ func (m *Metrics) Decision(client, outcome string) {
 	m.clientCounters(boundClient(client))[i].Inc()
 }
 
+// InitClient starts the llmauth_requests_total series of an existing
+// client at zero, each outcome but unknown_client, as its first decision
+// would: call it for the clients known at start-up, so that the first
+// scrape shows them and rate() sees their first decisions. A name that is
+// not a valid client name is ignored.
+func (m *Metrics) InitClient(client string) {
+	if m == nil || boundClient(client) != client || client == UnknownClient {
+		return
+	}
+	m.clientCounters(client)
+}
+
 // clientCounters returns the counters of a client label value, creating
 // them, all at zero, on first use.
 func (m *Metrics) clientCounters(client string) *clientCounters {

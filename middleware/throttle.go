@@ -143,12 +143,19 @@ type throttle struct {
 
 	mu      sync.Mutex
 	budgets *lru[string, *budget]
-	// good holds the digests of tokens the store found valid: a request
+	// good holds the digests of tokens the store found valid, by client: a request
 	// with one of them is never refused for its source's budget (a
 	// guesser cannot produce one), so a key keeps working from a throttled
 	// source after its cache entry has expired; it still goes to the
 	// store. Capped like the budgets.
-	good *lru[keystore.Digest, struct{}]
+	good *lru[goodKey, struct{}]
+}
+
+// goodKey is a token found valid for a client: a failure of the same token
+// against another client says nothing about this one.
+type goodKey struct {
+	client string
+	digest keystore.Digest
 }
 
 type budget struct {
@@ -162,7 +169,7 @@ type budget struct {
 }
 
 func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
-	return &throttle{cfg: cfg, now: now, budgets: newLRU[string, *budget](cfg.MaxSources), good: newLRU[keystore.Digest, struct{}](cfg.MaxSources)}
+	return &throttle{cfg: cfg, now: now, budgets: newLRU[string, *budget](cfg.MaxSources), good: newLRU[goodKey, struct{}](cfg.MaxSources)}
 }
 
 // budgetLocked returns the budget of source against client, creating it
@@ -201,7 +208,8 @@ func (t *throttle) attempt(c echo.Context, client string, d keystore.Digest) (do
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b := t.budgetLocked(c, client)
-	if _, good := t.good.get(d); !good && b.inFlight[d] == 0 {
+	gk := goodKey{client: client, digest: d}
+	if _, good := t.good.get(gk); !good && b.inFlight[d] == 0 {
 		if err := t.refusedLocked(b, 1); err != nil {
 			return nil, err
 		}
@@ -215,9 +223,9 @@ func (t *throttle) attempt(c echo.Context, client string, d keystore.Digest) (do
 		}
 		switch {
 		case valid:
-			t.good.getOrAdd(d, func() struct{} { return struct{}{} })
+			t.good.getOrAdd(gk, func() struct{} { return struct{}{} })
 		case failed:
-			t.good.remove(d)
+			t.good.remove(gk)
 			b.limiter.ReserveN(t.now(), 1) // spent, even into debt
 		}
 	}, nil

@@ -556,3 +556,41 @@ func TestRefusalFloodIsNotALogFlood(t *testing.T) {
 		t.Fatalf("the next line does not count the 99 suppressed:\n%s", logs.String())
 	}
 }
+
+// TestGoodTokenStaysGoodForItsClient: a valid key once sent to the wrong
+// client (a 401 there) is still remembered as valid for its own.
+func TestGoodTokenStaysGoodForItsClient(t *testing.T) {
+	w := newWorld(t)
+	clock := &fakeClock{now: time.Now()}
+	c, err := cache.New(w.store, cache.Options{NoChangeFeed: true, TTL: time.Minute, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	e := echo.New()
+	e.POST("/v1/clients/:client/chat", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) },
+		middleware.WithConfig(middleware.Config{Store: c, Now: clock.Now, Throttle: middleware.ThrottleConfig{Burst: 1, Rate: 0.001}}))
+	steps := []struct {
+		name       string
+		givenWait  time.Duration
+		client     string
+		token      string
+		expectCode int
+	}{
+		{"valid for its client", 0, "locked", w.key.Token.Reveal(), 204},
+		{"sent to another client", 0, "other", w.key.Token.Reveal(), 401},
+		{"a failure against its client", 0, "locked", w.spent.Token.Reveal(), 401},
+		{"throttled", 0, "locked", w.spent.Token.Reveal(), 429},
+		{"its entry expired: still good for its client", 2 * time.Minute, "locked", w.key.Token.Reveal(), 204},
+	}
+	for _, s := range steps {
+		clock.Add(s.givenWait)
+		req := httptest.NewRequest(http.MethodPost, "/v1/clients/"+s.client+"/chat", nil)
+		req.Header.Set("Authorization", "Bearer "+s.token)
+		res := httptest.NewRecorder()
+		e.ServeHTTP(res, req)
+		if res.Code != s.expectCode {
+			t.Fatalf("%s: status %d, want %d", s.name, res.Code, s.expectCode)
+		}
+	}
+}
