@@ -612,3 +612,47 @@ func TestLeaseRenewedOnDemand(t *testing.T) {
 		t.Fatalf("lapses = %d, want 1", srv.feed.lapses.Load())
 	}
 }
+
+// TestBacklogFlushes: a poll that finds more new change rows than it
+// applies one by one (a long partition, a bulk change) flushes the cache
+// instead of holding them all, and still sees every change.
+func TestBacklogFlushes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		url  func(testing.TB) string
+		bulk string
+	}{
+		{"sqlite", sqliteURL, `WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < 60000)
+INSERT INTO llmauth_changes (source, llm_client_id, api_key_id) SELECT 'key', 1 + g % 1000, g FROM s`},
+		{"postgres", pgtest.NewDatabase, `INSERT INTO llmauth_changes (source, llm_client_id, api_key_id)
+SELECT 'key', 1 + g % 1000, g FROM generate_series(1, 60000) g`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			url := tc.url(t)
+			admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
+			client, keys := keyedClient(t, admin, 2)
+			srv := startLeased(t, url, sqlstore.WatcherOptions{PollInterval: 400 * time.Millisecond})
+			if _, err := srv.cache.Verify(ctx, client, keys[0].Token); err != nil {
+				t.Fatal(err)
+			}
+			if err := rawExec(admin, tc.bulk); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := admin.DeactivateKey(ctx, keys[0].ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.watcher.Poll(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := srv.feed.count("backlog"); n < 1 {
+				t.Fatalf("no backlog flush: %v", srv.feed.flushes)
+			}
+			if _, err := srv.cache.Verify(ctx, client, keys[0].Token); !errors.Is(err, keystore.ErrInvalidToken) {
+				t.Fatalf("the key revoked behind the backlog: %v, want ErrInvalidToken", err)
+			}
+		})
+	}
+}

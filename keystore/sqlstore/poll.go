@@ -111,6 +111,12 @@ func (w *Watcher) Poll(ctx context.Context) error {
 // pollBatch is how many change-log rows one statement reads.
 const pollBatch = 1000
 
+// maxBacklog is the most change-log rows a poll applies one by one; a
+// longer backlog flushes the cache instead (FlushBacklog), so that a poll
+// after a long partition or a bulk change takes bounded memory and time.
+// It matches the cache's own threshold for flushing a batch.
+const maxBacklog = 50000
+
 // read fetches the new rows and the rows of holes, updating the position.
 // A non-empty reason means the cache must be flushed: the position has
 // then been taken anew.
@@ -122,6 +128,16 @@ func (w *Watcher) read(ctx context.Context) (fresh []keystore.Change, reason Flu
 		win, err := w.store.changesAfter(ctx, after, pollBatch)
 		if err != nil {
 			return nil, "", err
+		}
+		if win.latest != nil && win.latest.ID-after > maxBacklog {
+			// Too far behind to apply change by change in bounded memory
+			// and time: take the position anew at the newest row, then
+			// flush, so that whatever was committed in between is dropped
+			// from the cache.
+			if err := w.reposition(ctx); err != nil {
+				return nil, "", err
+			}
+			return nil, FlushBacklog, nil
 		}
 		w.mu.Lock()
 		rows, r := w.pos.advance(win, w.store.isPostgres(), time.Now())
@@ -136,6 +152,12 @@ func (w *Watcher) read(ctx context.Context) (fresh []keystore.Change, reason Flu
 		}
 		if r != "" {
 			reason = r
+		}
+		if len(fresh)+len(rows) > maxBacklog {
+			// More than one batch should hold (ids can leave gaps, so the
+			// check above cannot see every backlog): stop keeping rows and
+			// flush at the end, reading on only to advance the position.
+			reason, fresh, rows = FlushBacklog, nil, nil
 		}
 		fresh = append(fresh, rows...)
 		if len(win.rows) < pollBatch {

@@ -44,7 +44,8 @@ const (
 	// FlushHoleExpired: a missing change id stayed missing for Retention;
 	// a change committed later than that would be lost.
 	FlushHoleExpired FlushReason = "hole_expired"
-	// FlushBacklog: more missing ids than the watcher tracks.
+	// FlushBacklog: more missing ids than the watcher tracks, or more new
+	// rows than a poll applies one by one (50,000).
 	FlushBacklog FlushReason = "backlog"
 	// FlushRecovered: the change log could not be read for so long that
 	// rows may have been pruned unseen.
