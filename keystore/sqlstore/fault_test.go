@@ -656,3 +656,45 @@ SELECT 'key', 1 + g % 1000, g FROM generate_series(1, 60000) g`},
 		})
 	}
 }
+
+// TestWatcherStartDropsEarlierEntries: what a cache held before its
+// watcher started (looked up with no watcher, or while the previous one
+// was closed) is dropped at the start, since changes committed meanwhile
+// lie behind the new watcher's position.
+func TestWatcherStartDropsEarlierEntries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := sqliteURL(t)
+	admin := rawHarness(func(testing.TB) string { return url })(t, nil).Admin
+	client, _ := keyedClient(t, admin, 0)
+	c, err := cache.New(admin, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	// No watcher yet: the lookup asks the store, and caches its answer.
+	if st, err := c.ClientState(ctx, client); err != nil || st.RequiresKey {
+		t.Fatalf("ClientState = %+v, %v", st, err)
+	}
+	if _, err := admin.CreateKey(ctx, client, keystore.KeySpec{}); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		w, err := sqlstore.NewWatcher(ctx, admin, c, sqlstore.WatcherOptions{PollInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := c.ClientState(ctx, client); err != nil || st.RequiresKey != (round == 0) {
+			t.Fatalf("round %d: ClientState = %+v, %v; want requires key %v", round, st, err, round == 0)
+		}
+		_ = w.Close()
+		// While no watcher runs, the client loses its keys: the next
+		// watcher must not trust the entry that says it requires one.
+		keys, _ := admin.ListKeys(ctx, client)
+		for _, k := range keys {
+			if _, err := admin.DeactivateKey(ctx, k.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

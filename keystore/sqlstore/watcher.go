@@ -201,8 +201,13 @@ func (w *Watcher) start(ctx context.Context) error {
 	w.mu.Lock()
 	w.lastPrune = time.Now()
 	w.mu.Unlock()
-	// Nothing is cached from before this moment that the sink must drop:
-	// what it holds was read after seen or is dropped by what polls find.
+	// What the sink holds may have been read before seen (lookups before
+	// the first watcher started, or while none ran, when a watcher is
+	// replaced): changes committed then are behind the position just
+	// taken, and no poll will bring them. Drop it all; fills in flight are
+	// discarded too (the cache's generation), and what is read from now on
+	// is covered by the polls from the position.
+	w.sink.Flush()
 	w.sink.Confirm(seen)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
