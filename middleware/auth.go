@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -202,7 +203,7 @@ func (a *authenticator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		p, refusal := a.decide(c)
 		if refusal != nil && refusal.Outcome == OutcomeUnavailable && c.Request().Context().Err() != nil {
 			refusal = &Error{Status: StatusClientClosedRequest, Outcome: OutcomeCanceled, Client: refusal.Client,
-				Err: fmt.Errorf("%w: %w", ErrCanceled, refusal.Err)}
+				Err: because{ErrCanceled, refusal.Err}}
 		}
 		if refusal != nil {
 			a.record(refusal.Client, refusal.Outcome)
@@ -238,13 +239,13 @@ func (a *authenticator) decide(c echo.Context) (Principal, *Error) {
 			err = errors.New("not a client name")
 		}
 		return Principal{}, &Error{Status: http.StatusNotFound, Outcome: OutcomeUnknownClient, Client: UnknownClientLabel,
-			Err: fmt.Errorf("%w: %w", ErrUnknownClient, err)}
+			Err: because{ErrUnknownClient, err}}
 	}
 	state, err := a.clientState(c, &d, name)
 	switch {
 	case errors.Is(err, keystore.ErrUnknownClient):
 		return Principal{}, &Error{Status: http.StatusNotFound, Outcome: OutcomeUnknownClient, Client: UnknownClientLabel,
-			Err: fmt.Errorf("%w: %w", ErrUnknownClient, err)}
+			Err: because{ErrUnknownClient, err}}
 	case err != nil:
 		// Whatever went wrong, the state is unknown: refuse, never pass.
 		return Principal{}, a.unavailable(UnknownClientLabel, err)
@@ -362,11 +363,11 @@ func (a *authenticator) throttled(client string, err error) *Error {
 }
 
 func (a *authenticator) invalid(client string, err error) *Error {
-	return &Error{Status: http.StatusUnauthorized, Outcome: OutcomeInvalidToken, Client: client, Err: fmt.Errorf("%w: %w", ErrInvalidToken, err)}
+	return &Error{Status: http.StatusUnauthorized, Outcome: OutcomeInvalidToken, Client: client, Err: because{ErrInvalidToken, err}}
 }
 
 func (a *authenticator) unavailable(client string, err error) *Error {
-	return &Error{Status: http.StatusServiceUnavailable, Outcome: OutcomeUnavailable, Client: client, Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
+	return &Error{Status: http.StatusServiceUnavailable, Outcome: OutcomeUnavailable, Client: client, Err: because{ErrUnavailable, err}}
 }
 
 func (a *authenticator) record(client string, o Outcome) {
@@ -376,7 +377,31 @@ func (a *authenticator) record(client string, o Outcome) {
 }
 
 func (a *authenticator) logRefusal(c echo.Context, e *Error) {
+	ctx := c.Request().Context()
 	level := slog.LevelInfo
+	var te *throttledError
+	switch {
+	case e.Outcome == OutcomeUnavailable:
+		level = slog.LevelWarn
+	case e.Outcome == OutcomeCanceled, e.Outcome == OutcomeThrottled && errors.As(e.Err, &te) && !te.first:
+		// A flood of guesses is one line, when the source is first
+		// throttled; the rest are counted, and logged at debug. A caller
+		// that hung up got no answer to log.
+		level = slog.LevelDebug
+	}
+	if !a.Logger.Enabled(ctx, level) {
+		return // the line would be dropped: build nothing
+	}
+	var suppressed int
+	if level > slog.LevelDebug {
+		var ok bool
+		if suppressed, ok = a.logs.allow(e.Client + "\x00" + string(e.Outcome) + "\x00" + a.Throttle.Source(c)); !ok {
+			level = slog.LevelDebug
+			if !a.Logger.Enabled(ctx, level) {
+				return
+			}
+		}
+	}
 	attrs := []slog.Attr{
 		slog.String("client", e.Client),
 		slog.String("outcome", string(e.Outcome)),
@@ -387,27 +412,15 @@ func (a *authenticator) logRefusal(c echo.Context, e *Error) {
 		slog.String("route", c.Path()),
 		slog.String("remote_ip", c.RealIP()),
 	}
-	var te *throttledError
-	if e.Outcome == OutcomeCanceled || e.Outcome == OutcomeThrottled && errors.As(e.Err, &te) && !te.first {
-		// A flood of guesses is one line, when the source is first
-		// throttled; the rest are counted, and logged at debug. A caller
-		// that hung up got no answer to log.
-		level = slog.LevelDebug
-	}
 	if e.Outcome == OutcomeUnavailable {
-		level = slog.LevelWarn
 		// Store errors carry no token: the keystore never puts one in an
 		// error, and Token's String method redacts the secret.
 		attrs = append(attrs, slog.String("err", e.Err.Error()))
 	}
-	if level > slog.LevelDebug {
-		if suppressed, ok := a.logs.allow(e.Client + "\x00" + string(e.Outcome) + "\x00" + a.Throttle.Source(c)); !ok {
-			level = slog.LevelDebug
-		} else if suppressed > 0 {
-			attrs = append(attrs, slog.Int("suppressed", suppressed))
-		}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int("suppressed", suppressed))
 	}
-	a.Logger.LogAttrs(c.Request().Context(), level, "llmauth: request refused", attrs...)
+	a.Logger.LogAttrs(ctx, level, "llmauth: request refused", attrs...)
 }
 
 // logLimiter keeps a flood of refusals of one kind from one source out of
@@ -487,32 +500,46 @@ func (a *authenticator) respond(c echo.Context, err error) error {
 		return err
 	}
 	h := c.Response().Header()
-	var body errorBody
 	switch e.Outcome {
 	case OutcomeMissingToken:
 		// RFC 6750 §3.1: no error code when no credentials were sent.
 		h.Set(echo.HeaderWWWAuthenticate, a.challenge)
-		body.Error.Message, body.Error.Type, body.Error.Code = "this client requires an API key: send Authorization: Bearer TOKEN", "authentication_error", "missing_token"
 	case OutcomeInvalidToken:
 		h.Set(echo.HeaderWWWAuthenticate, a.challenge+`, error="invalid_token"`)
-		// One body for every cause: unknown, revoked, expired, malformed or
-		// another client's key.
-		body.Error.Message, body.Error.Type, body.Error.Code = "invalid API key", "authentication_error", "invalid_token"
 	case OutcomeMalformed:
 		h.Set(echo.HeaderWWWAuthenticate, a.challenge+`, error="invalid_request"`)
-		body.Error.Message, body.Error.Type, body.Error.Code = "the Authorization header must be one Bearer credential", "invalid_request_error", "invalid_request"
-	case OutcomeUnknownClient:
-		body.Error.Message, body.Error.Type, body.Error.Code = "unknown client", "not_found_error", "unknown_client"
 	case OutcomeUnavailable:
 		h.Set(echo.HeaderRetryAfter, a.retryAfter)
-		body.Error.Message, body.Error.Type, body.Error.Code = "authentication is temporarily unavailable", "service_unavailable", "unavailable"
-	case OutcomeCanceled:
-		body.Error.Message, body.Error.Type, body.Error.Code = "the request was canceled", "canceled", "canceled"
 	case OutcomeThrottled:
 		seconds, _ := RetryAfter(e.Err)
 		h.Set(echo.HeaderRetryAfter, strconv.FormatInt(max(seconds, 1), 10))
-		body.Error.Message, body.Error.Type, body.Error.Code = "too many failed attempts: retry later", "rate_limit_error", "throttled"
 	}
 	h.Set(echo.HeaderCacheControl, "no-store")
-	return c.JSON(e.Status, body)
+	return c.Blob(e.Status, echo.MIMEApplicationJSON, errorBodies[e.Outcome])
 }
+
+// errorBodies are the response bodies of refusals, by outcome, encoded
+// once: OpenAI-style error objects (see errorBody). The invalid-token body
+// is one for every cause: unknown, revoked, expired, malformed or another
+// client's.
+var errorBodies = func() map[Outcome][]byte {
+	bodies := map[Outcome][]byte{}
+	for o, text := range map[Outcome][3]string{
+		OutcomeMissingToken:  {"this client requires an API key: send Authorization: Bearer TOKEN", "authentication_error", "missing_token"},
+		OutcomeInvalidToken:  {"invalid API key", "authentication_error", "invalid_token"},
+		OutcomeMalformed:     {"the Authorization header must be one Bearer credential", "invalid_request_error", "invalid_request"},
+		OutcomeUnknownClient: {"unknown client", "not_found_error", "unknown_client"},
+		OutcomeUnavailable:   {"authentication is temporarily unavailable", "service_unavailable", "unavailable"},
+		OutcomeThrottled:     {"too many failed attempts: retry later", "rate_limit_error", "throttled"},
+		OutcomeCanceled:      {"the request was canceled", "canceled", "canceled"},
+	} {
+		var body errorBody
+		body.Error.Message, body.Error.Type, body.Error.Code = text[0], text[1], text[2]
+		b, err := json.Marshal(body)
+		if err != nil {
+			panic(err)
+		}
+		bodies[o] = append(b, '\n') // as c.JSON writes it
+	}
+	return bodies
+}()

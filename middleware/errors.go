@@ -90,3 +90,11 @@ func RefusalFrom(c echo.Context) (e *Error, ok bool) {
 	e, ok = c.Get(refusalKey).(*Error)
 	return e, ok
 }
+
+// because is the cause of a refusal: one of the Err* values above, kind,
+// wrapping the detail, cause. It formats its message only when asked,
+// since most refusals are counted and answered, never printed.
+type because struct{ kind, cause error }
+
+func (b because) Error() string   { return b.kind.Error() + ": " + b.cause.Error() }
+func (b because) Unwrap() []error { return []error{b.kind, b.cause} }

@@ -52,7 +52,7 @@ func (c *Cache) PeekVerify(client string, token keystore.Token) (keystore.Verifi
 func (c *Cache) peekState(client string, now time.Time) (keystore.ClientState, peeked, error) {
 	if !keystore.ValidClientName(client) {
 		// Never reaches the store or the cache: no memory for junk names.
-		return keystore.ClientState{}, peekHit, fmt.Errorf("%w: %q", keystore.ErrUnknownClient, truncated(client))
+		return keystore.ClientState{}, peekHit, unknownClient(truncated(client))
 	}
 	fresh := c.fresh(now)
 	how := peekMiss
@@ -66,7 +66,7 @@ func (c *Cache) peekState(client string, now time.Time) (keystore.ClientState, p
 	}
 	if _, ok := c.unknown.Get(client); ok && fresh {
 		c.observeLookup(UnknownClients, true)
-		return keystore.ClientState{}, peekHit, fmt.Errorf("%w: %q", keystore.ErrUnknownClient, client)
+		return keystore.ClientState{}, peekHit, unknownClient(client)
 	}
 	return keystore.ClientState{}, how, nil
 }
@@ -101,6 +101,15 @@ func (c *Cache) peekVerify(client string, token keystore.Token, now time.Time) (
 	}
 	return keystore.VerifiedKey{}, k, how, nil
 }
+
+// unknownClient is ErrUnknownClient for a name, formatted only when
+// printed: a flood of unknown names is answered from memory.
+type unknownClient string
+
+func (u unknownClient) Error() string {
+	return fmt.Sprintf("%v: %q", keystore.ErrUnknownClient, string(u))
+}
+func (u unknownClient) Unwrap() error { return keystore.ErrUnknownClient }
 
 func (e keyEntry) expired(now time.Time) bool {
 	exp := e.principal.ExpiresAt
