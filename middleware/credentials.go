@@ -43,13 +43,23 @@ func isB64Token(s string) bool {
 		return false
 	}
 	for i := 0; i < len(body); i++ {
-		b := body[i]
-		switch {
-		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		case b == '-', b == '.', b == '_', b == '~', b == '+', b == '/':
-		default:
+		if !b64tokenChar[body[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// b64tokenChar is a lookup table of the b64token characters before the
+// "=" padding (RFC 6750 section 2.1). Computed once, never written after.
+var b64tokenChar = func() (t [256]bool) {
+	for b := 0; b < 256; b++ {
+		switch {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+			t[b] = true
+		case b == '-', b == '.', b == '_', b == '~', b == '+', b == '/':
+			t[b] = true
+		}
+	}
+	return t
+}()
