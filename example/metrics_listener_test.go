@@ -25,7 +25,9 @@ var zeroAtStart = []string{
 	`llmauth_requests_total{client="_unknown",outcome="throttled"} 0`,
 	`llmauth_cache_lookups_total{cache="unknown_clients",result="hit"} 0`,
 	`llmauth_cache_stale_served_total{cache="keys"} 0`,
-	`llmauth_cache_invalidations_total{reason="flush"} 0`,
+	// reason="flush" is 1: the change watcher flushes the cache as it
+	// starts (see TestWatcherStartDropsEarlierEntries).
+	`llmauth_cache_invalidations_total{reason="key"} 0`,
 	`llmauth_store_errors_total{op="client_state"} 0`,
 	`llmauth_store_call_duration_seconds_count{op="verify"} 0`,
 }
