@@ -117,10 +117,13 @@ type Cache struct {
 	inner keystore.Store
 	opts  Options
 
-	states   *gocache.Cache // client name -> stateEntry
+	// states and verified are split in shards, so that a sweep holds a
+	// go-cache's lock for one shard's entries at a time (see shardCount);
+	// unknown and invalid (one shard) hold MaxNegative entries at most.
+	states   *shards        // client name -> stateEntry
 	unknown  *gocache.Cache // client name -> struct{}
-	verified *gocache.Cache // tokenKey -> keyEntry
-	invalid  *gocache.Cache // tokenKey -> negEntry
+	verified *shards        // tokenKey -> keyEntry
+	invalid  *shards        // tokenKey -> negEntry
 
 	// base is the origin of entries' fetch times, which are kept as
 	// offsets: 8 bytes an entry rather than a time.Time's 24.
@@ -135,12 +138,16 @@ type Cache struct {
 
 	// mu orders fills against invalidation: a fill stores its result only
 	// if no invalidation happened since it started (gen unchanged). It
-	// also guards idx: every write to states, verified and invalid, and
-	// every deletion from them (whose OnEvicted hook updates idx), happens
-	// under it. Lookups take no part in it.
+	// also guards idx: every write to states, verified and invalid
+	// happens under it, and every deletion from them but a sweep's, which
+	// deletes without it and unindexes afterwards, a chunk per hold (see
+	// indexes). Lookups take no part in it.
 	mu  sync.Mutex
 	gen atomic.Uint64
 	idx indexes
+	ev  evictions // what the eviction hook recorded, for del or a sweep
+
+	sweeping sync.Mutex // one sweep at a time
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -225,10 +232,10 @@ func New(inner keystore.Store, opts Options) (*Cache, error) {
 		opts:  opts,
 		// A cleanup interval of 0 starts no janitor: go-cache's own cannot
 		// be stopped, so the sweep below, which can, does its work.
-		states:   gocache.New(keep, 0),
+		states:   newShards(shardCount, keep),
 		unknown:  gocache.New(opts.NegativeTTL, 0),
-		verified: gocache.New(keep, 0),
-		invalid:  gocache.New(opts.NegativeTTL, 0),
+		verified: newShards(shardCount, keep),
+		invalid:  newShards(1, opts.NegativeTTL),
 		base:     now,
 		seed:     maphash.MakeSeed(),
 		stop:     make(chan struct{}),
@@ -236,9 +243,9 @@ func New(inner keystore.Store, opts Options) (*Cache, error) {
 		renew:    make(chan struct{}, 1),
 		fetches:  semaphore.NewWeighted(int64(opts.MaxConcurrentFetches)),
 	}
-	c.states.OnEvicted(c.stateEvicted)
-	c.verified.OnEvicted(c.keyEvicted)
-	c.invalid.OnEvicted(c.negEvicted)
+	c.states.OnEvicted(c.evicted)
+	c.verified.OnEvicted(c.evicted)
+	c.invalid.OnEvicted(c.evicted)
 	c.lease.bound = opts.MaxStaleness
 	c.lease.base = now
 	if opts.NoChangeFeed {
@@ -275,15 +282,51 @@ func (c *Cache) sweep() {
 	}
 }
 
-// deleteExpired drops the entries past their go-cache expiry, under mu:
-// the eviction hooks update the indexes.
-func (c *Cache) deleteExpired() {
-	c.mu.Lock()
-	for _, g := range []*gocache.Cache{c.states, c.verified, c.invalid} {
-		g.DeleteExpired()
+// sweepChunk is how many entries a sweep unindexes per hold of mu: about
+// a millisecond's work, all a change, a confirmation or a fill waits for.
+const sweepChunk = 1000
+
+// deleteExpired drops the entries past their go-cache expiry.
+func (c *Cache) deleteExpired() { c.sweepExpired(sweepChunk) }
+
+// sweepExpired drops the entries past their go-cache expiry, shard by
+// shard. Entries that expire together (filled together after a flush, at
+// start, at high volume) can be millions, at about a microsecond each to
+// delete and as much to unindex: no lock is held for all of them. go-cache
+// deletes a shard's expired entries holding that shard's lock only (and
+// not mu: the eviction hook queues them), then they are unindexed chunk
+// entries per hold of mu, so that Apply and the Confirm after it, and
+// every fill's store, wait for a chunk at most, never long enough to
+// lapse the lease. An entry a fill stores meanwhile under a swept key
+// keeps its index entries (see unindex). One sweep runs at a time.
+func (c *Cache) sweepExpired(chunk int) {
+	c.sweeping.Lock()
+	defer c.sweeping.Unlock()
+	for _, t := range []*shards{c.states, c.verified, c.invalid} {
+		for _, g := range t.s {
+			g.DeleteExpired()
+			c.unindexSwept(chunk)
+		}
 	}
-	c.mu.Unlock()
 	c.unknown.DeleteExpired()
+}
+
+// unindexSwept unindexes the entries a sweep's DeleteExpired deleted,
+// chunk entries per hold of mu.
+func (c *Cache) unindexSwept(chunk int) {
+	c.ev.mu.Lock()
+	swept := c.ev.swept
+	c.ev.swept = nil
+	c.ev.mu.Unlock()
+	for len(swept) > 0 {
+		n := min(chunk, len(swept))
+		c.mu.Lock()
+		for _, x := range swept[:n] {
+			c.unindex(x)
+		}
+		c.mu.Unlock()
+		swept = swept[n:]
+	}
 }
 
 var (

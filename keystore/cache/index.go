@@ -2,20 +2,27 @@ package cache
 
 import (
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/llmauth/llmauth/keystore"
-
-	gocache "github.com/patrickmn/go-cache"
 )
 
 // indexes find the entries a change affects without a scan: for each
 // client id and key id, the keys of the entries that carry it. They are
 // kept under Cache.mu, in step with the caches: an entry is indexed when
-// stored, and unindexed by the caches' OnEvicted hooks, which go-cache
-// calls for every Delete and every expired entry DeleteExpired sweeps,
-// always from a goroutine that holds Cache.mu (go-cache calls them outside
-// its own lock). Flush resets them. An entry overwritten in place would
+// stored, and unindexed when deleted. go-cache calls the caches' OnEvicted
+// hook for every Delete and for every expired entry DeleteExpired sweeps
+// (outside its own lock); the hook only records the entry (see
+// [evictions]). A deletion under Cache.mu (del) unindexes what it deleted
+// before it returns; a sweep, which deletes without Cache.mu, unindexes
+// what it deleted afterwards, a chunk per hold of Cache.mu (see
+// Cache.sweepExpired). Until then the indexes may list, for an entry a
+// sweep deleted, a key no longer cached or cached anew under other ids:
+// harmless, a change then deletes an entry that is not there or that it
+// need not have. What must never be is a cached entry missing from its
+// indexes, so unindex leaves any id that the entry now cached under the
+// key carries. Flush resets them. An entry overwritten in place would
 // leave its ids behind, so a store deletes the old entry first.
 type indexes struct {
 	states        refs // client id -> names in states
@@ -86,36 +93,105 @@ func (r *refs) detach(id int64) (first string, more map[string]struct{}, ok bool
 	return first, more, true
 }
 
-// drop deletes from g every entry r lists under id. Each Delete runs g's
-// eviction hook, which unindexes the entry everywhere else; id is taken
-// out of r first, so that the hook finds nothing left to do there.
-// Called with Cache.mu held.
-func drop(g *gocache.Cache, r *refs, id int64) {
+// drop deletes from t every entry r lists under id, unindexing each
+// everywhere else; id is taken out of r first, so that unindexing finds
+// nothing left to do there. Called with Cache.mu held.
+func (c *Cache) drop(t *shards, r *refs, id int64) {
 	first, more, ok := r.detach(id)
 	if !ok {
 		return
 	}
-	g.Delete(first)
+	c.del(t, first)
 	for k := range more {
-		g.Delete(k)
+		c.del(t, k)
 	}
 }
 
-// The eviction hooks. go-cache calls them for Delete and DeleteExpired,
-// which this package calls only with Cache.mu held.
-
-func (c *Cache) stateEvicted(name string, v any) {
-	c.idx.states.remove(v.(stateEntry).state.ID, name)
+// evicted is an entry deleted from states, verified or invalid (which one
+// its value's type says) whose ids are still to be unindexed.
+type evicted struct {
+	key string
+	v   any // stateEntry, keyEntry or negEntry
 }
 
-func (c *Cache) keyEvicted(key string, v any) {
-	p := v.(keyEntry).principal
-	c.idx.keysByClient.remove(p.ClientID, key)
-	c.idx.keysByKey.remove(p.KeyID, key)
+// evictions routes the calls of the caches' eviction hook, which go-cache
+// makes from the goroutine that deletes: del, under Cache.mu, or a sweep's
+// DeleteExpired, without it. While a del runs (open), every call lands in
+// direct, which del unindexes before it returns; a sweep's call that
+// lands there meanwhile is unindexed with it, only earlier than the sweep
+// would (unindex is right at any time under Cache.mu). Every other call
+// is a sweep's and lands in swept, which the sweep unindexes once its
+// DeleteExpired is done.
+type evictions struct {
+	mu     sync.Mutex
+	open   bool // a del is deleting: only ever set under Cache.mu
+	direct []evicted
+	swept  []evicted
 }
 
-func (c *Cache) negEvicted(key string, v any) {
-	c.idx.invalidClient.remove(v.(negEntry).clientID, key)
+// evicted is the caches' OnEvicted hook: it records the entry for del or
+// the sweep to unindex.
+func (c *Cache) evicted(key string, v any) {
+	e := &c.ev
+	e.mu.Lock()
+	if e.open {
+		e.direct = append(e.direct, evicted{key, v})
+	} else {
+		e.swept = append(e.swept, evicted{key, v})
+	}
+	e.mu.Unlock()
+}
+
+// del deletes key from t (states, verified or invalid) and unindexes the
+// entry it held, if any, before it returns. Called with Cache.mu held.
+func (c *Cache) del(t *shards, key string) {
+	e := &c.ev
+	e.mu.Lock()
+	e.open = true
+	e.mu.Unlock()
+	t.Delete(key) // the hook runs here, on this goroutine
+	e.mu.Lock()
+	e.open = false
+	for _, x := range e.direct {
+		c.unindex(x)
+	}
+	clear(e.direct) // keeps the array: Apply allocates nothing per change
+	e.direct = e.direct[:0]
+	e.mu.Unlock()
+}
+
+// unindex removes the ids of x, an entry deleted from its cache, from the
+// indexes, except any that the entry now cached under the same key
+// carries: a sweep unindexes what it deleted after the fact, when a fill
+// may have cached the key again, with the same ids or others. (An entry
+// past go-cache's expiry counts as not cached: go-cache hides it, and it
+// is older than any lookup accepts.) Called with Cache.mu held, under
+// which every entry is stored and indexed.
+func (c *Cache) unindex(x evicted) {
+	switch v := x.v.(type) {
+	case stateEntry:
+		id := v.state.ID
+		if cur, ok := c.states.Get(x.key); !ok || cur.(stateEntry).state.ID != id {
+			c.idx.states.remove(id, x.key)
+		}
+	case keyEntry:
+		p := v.principal
+		var now keystore.VerifiedKey
+		cur, ok := c.verified.Get(x.key)
+		if ok {
+			now = cur.(keyEntry).principal
+		}
+		if !ok || now.ClientID != p.ClientID {
+			c.idx.keysByClient.remove(p.ClientID, x.key)
+		}
+		if !ok || now.KeyID != p.KeyID {
+			c.idx.keysByKey.remove(p.KeyID, x.key)
+		}
+	case negEntry:
+		if cur, ok := c.invalid.Get(x.key); !ok || cur.(negEntry).clientID != v.clientID {
+			c.idx.invalidClient.remove(v.clientID, x.key)
+		}
+	}
 }
 
 // The stores below run under Cache.mu, from a fill whose generation is
@@ -123,7 +199,7 @@ func (c *Cache) negEvicted(key string, v any) {
 
 // storeState caches st, the state of the client named client.
 func (c *Cache) storeState(client string, st keystore.ClientState, fetched time.Duration) {
-	c.states.Delete(client) // unindexes the entry it replaces
+	c.del(c.states, client) // unindexes the entry it replaces
 	key := st.Name          // from the store: holds no caller's buffer
 	if key != client {
 		key = strings.Clone(client)
@@ -134,7 +210,7 @@ func (c *Cache) storeState(client string, st keystore.ClientState, fetched time.
 
 // storeUnknown remembers that no client is named client.
 func (c *Cache) storeUnknown(client string) {
-	c.states.Delete(client)
+	c.del(c.states, client)
 	if c.unknown.ItemCount() < c.opts.MaxNegative {
 		c.unknown.SetDefault(strings.Clone(client), struct{}{})
 	}
@@ -149,7 +225,7 @@ func (c *Cache) storeKey(key, client string, p keystore.VerifiedKey, fetched tim
 		return
 	}
 	p.Client = c.clientName(client)
-	c.verified.Delete(key)
+	c.del(c.verified, key)
 	c.verified.SetDefault(key, keyEntry{principal: p, fetched: fetched})
 	c.idx.keysByClient.add(p.ClientID, key)
 	c.idx.keysByKey.add(p.KeyID, key)
@@ -157,7 +233,7 @@ func (c *Cache) storeKey(key, client string, p keystore.VerifiedKey, fetched tim
 
 // storeInvalid remembers that the token under key is no key of client.
 func (c *Cache) storeInvalid(key, client string) {
-	c.verified.Delete(key)
+	c.del(c.verified, key)
 	if c.invalid.ItemCount() >= c.opts.MaxNegative {
 		return
 	}
@@ -167,7 +243,7 @@ func (c *Cache) storeInvalid(key, client string) {
 	if v, ok := c.states.Get(client); ok {
 		cid = v.(stateEntry).state.ID
 	}
-	c.invalid.Delete(key)
+	c.del(c.invalid, key)
 	c.invalid.SetDefault(key, negEntry{client: c.clientName(client), clientID: cid})
 	c.idx.invalidClient.add(cid, key)
 }

@@ -2,8 +2,6 @@ package cache
 
 import (
 	"github.com/llmauth/llmauth/keystore"
-
-	gocache "github.com/patrickmn/go-cache"
 )
 
 // flushAbove is the largest batch Apply drops entry by entry; a larger
@@ -29,9 +27,10 @@ func (c *Cache) invalidate(reason InvalidationReason, drop func()) {
 // Flush drops every entry.
 func (c *Cache) Flush() {
 	c.invalidate(InvalidatedFlush, func() {
-		for _, g := range []*gocache.Cache{c.states, c.unknown, c.verified, c.invalid} {
-			g.Flush() // calls no eviction hook
+		for _, t := range []*shards{c.states, c.verified, c.invalid} {
+			t.Flush() // calls no eviction hook
 		}
+		c.unknown.Flush()
 		c.idx = indexes{}
 	})
 }
@@ -74,18 +73,18 @@ func (c *Cache) Apply(changes []keystore.Change) {
 		// An id named twice is found the second time with nothing left.
 		for _, ch := range changes {
 			if id := ch.ClientID; id != 0 {
-				drop(c.states, &c.idx.states, id)
-				drop(c.verified, &c.idx.keysByClient, id)
-				drop(c.invalid, &c.idx.invalidClient, id)
+				c.drop(c.states, &c.idx.states, id)
+				c.drop(c.verified, &c.idx.keysByClient, id)
+				c.drop(c.invalid, &c.idx.invalidClient, id)
 			}
 			if id := ch.KeyID; id != 0 {
-				drop(c.verified, &c.idx.keysByKey, id)
+				c.drop(c.verified, &c.idx.keysByKey, id)
 			}
 		}
 		if anyClient {
 			// An entry with no client id was cached before its client's
 			// state: it cannot be matched, so any client change drops it.
-			drop(c.invalid, &c.idx.invalidClient, 0)
+			c.drop(c.invalid, &c.idx.invalidClient, 0)
 		}
 		if clientRows {
 			// A created or renamed client may be remembered as unknown.

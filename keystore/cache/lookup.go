@@ -109,7 +109,7 @@ func (c *Cache) dropExpired(k tokenKey, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if v, ok := c.verified.Get(string(k[:])); ok && v.(keyEntry).expired(now) {
-		c.verified.Delete(string(k[:]))
+		c.del(c.verified, string(k[:]))
 	}
 }
 
@@ -125,16 +125,16 @@ func (c *Cache) fill(ctx context.Context, key, op string, fetch func(context.Con
 	ch := c.group.DoChan(sfKey, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FetchTimeout)
 		defer cancel()
-		// The slot is held for the store call itself, not for a caller who
-		// may leave while it runs.
+		// The slot is held for the store call itself: not for a caller who
+		// may leave while it runs, nor while its result waits for mu.
 		if err := c.fetches.Acquire(fctx, 1); err != nil {
 			return nil, fmt.Errorf("cache: %w: waiting for a store call slot: %w", keystore.ErrUnavailable, err)
 		}
-		defer c.fetches.Release(1)
 		// Freshness counts from before the call: the answer may be that old.
 		fetched := c.opts.Now().Sub(c.base)
 		start := time.Now()
 		v, err := fetch(fctx)
+		c.fetches.Release(1)
 		if c.opts.Observer != nil {
 			var observed error
 			if err != nil && errors.Is(err, keystore.ErrUnavailable) {
