@@ -96,7 +96,10 @@ type Options struct {
 	// it also bounds how long a full negative cache keeps refusing new
 	// entries because of expired ones. Default: NegativeTTL.
 	CleanupInterval time.Duration
-	// Now is the clock for freshness and key expiry. Default: time.Now.
+	// Now is the clock for freshness and key expiry. It must not step
+	// backwards: the lease and the TTL are measured on it, and a clock
+	// stepped back would stretch them. time.Now never does (its monotonic
+	// reading); a test clock must only move forward. Default: time.Now.
 	Now func() time.Time
 	// Observer, when set, receives hits, misses, stale serves,
 	// invalidations, store call timings and lease changes.
