@@ -57,7 +57,7 @@ func (r *report) writeMicro(b *strings.Builder) {
 	w("\nThe parallel cases run on %d cores; their ns/op is wall time per request across all of them.\n", r.machine.Cores)
 	w("The invalid-token case sends each request from another source address (a pool of 65,536, more than the\n")
 	w("throttle remembers), so every answer is a 401 of a source with budget left; one source alone gets 429 after\n")
-	w("10 failed attempts.\n\n")
+	w("20 failed attempts (the default budget).\n\n")
 
 	w("### Cache and watcher at scale\n\n")
 	w("`LLMAUTH_BENCH_CACHE_ENTRIES=%d LLMAUTH_BENCH_BACKLOG=%d`, `-benchtime 2x` (each figure is the mean of two\n", r.opts.cacheSize, r.opts.backlog)
