@@ -8,6 +8,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	echomw "github.com/labstack/echo/v4/middleware"
+
+	"github.com/llmauth/llmauth/middleware"
 )
 
 // newEcho is an Echo app with what every listener of serve shares: logs
@@ -50,7 +52,7 @@ func apiErrorHandler(logger *slog.Logger, names *routeNames, logFailures bool) e
 		status := answerError(err, c)
 		if logFailures && status >= 500 {
 			logger.LogAttrs(c.Request().Context(), slog.LevelError, "request failed",
-				slog.String("method", loggedMethod(c.Request().Method)),
+				slog.String("method", middleware.LoggedMethod(c.Request().Method)),
 				slog.String("route", names.of(c)),
 				slog.Int("status", status),
 				slog.String("err", err.Error()),

@@ -131,7 +131,7 @@ func requestLogger(log *slog.Logger, names *routeNames) echo.MiddlewareFunc {
 				client = unloggedValue
 			}
 			attrs := []slog.Attr{
-				slog.String("method", loggedMethod(c.Request().Method)),
+				slog.String("method", middleware.LoggedMethod(c.Request().Method)),
 				slog.String("route", route),
 				slog.Int("status", c.Response().Status),
 				slog.Duration("latency", time.Since(start)),
@@ -161,17 +161,6 @@ func requestLogger(log *slog.Logger, names *routeNames) echo.MiddlewareFunc {
 // unloggedValue stands in the request log for a value a caller chose that
 // is not a valid one: it starts with '_', which no valid value can.
 const unloggedValue = "_other"
-
-// loggedMethod is the request method if it is a standard one (RFC 9110
-// section 9, and PATCH), else unloggedValue.
-func loggedMethod(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
-		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
-		return m
-	}
-	return unloggedValue
-}
 
 // readyz answers 200 while the database answers within a second and the
 // cache's freshness is confirmed, 503 otherwise.

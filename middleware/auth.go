@@ -259,14 +259,11 @@ func (a *authenticator) decide(c echo.Context) (Principal, *Error) {
 	case errors.Is(err, ErrMissingToken):
 		return Principal{}, &Error{Status: http.StatusUnauthorized, Outcome: OutcomeMissingToken, Client: state.Name, Err: err}
 	case err != nil:
-		if terr := a.throttle.fail(c, state.Name); terr != nil {
-			return Principal{}, a.throttled(state.Name, terr)
-		}
-		return Principal{}, &Error{Status: http.StatusBadRequest, Outcome: OutcomeMalformed, Client: state.Name, Err: err}
+		return Principal{}, a.failed(c, &Error{Status: http.StatusBadRequest, Outcome: OutcomeMalformed, Client: state.Name, Err: err})
 	}
 	token, err := keystore.ParseToken(raw)
 	if err != nil {
-		return Principal{}, a.failed(c, state.Name, err)
+		return Principal{}, a.failed(c, a.invalid(state.Name, err))
 	}
 	key, refusal := a.verify(c, &d, state.Name, token)
 	if refusal != nil {
@@ -323,7 +320,7 @@ func (a *authenticator) verify(c echo.Context, d *deadline, client string, token
 		case err == nil:
 			return key, nil
 		case errors.Is(err, keystore.ErrInvalidToken):
-			return keystore.VerifiedKey{}, a.failed(c, client, err)
+			return keystore.VerifiedKey{}, a.failed(c, a.invalid(client, err))
 		}
 	}
 	done, err := a.throttle.attempt(c, client, token.Digest())
@@ -349,13 +346,14 @@ func (a *authenticator) verify(c echo.Context, d *deadline, client string, token
 	return key, nil
 }
 
-// failed answers credentials found bad without a store call: 401, or 429
-// once the source's budget against client is spent.
-func (a *authenticator) failed(c echo.Context, client string, err error) *Error {
-	if terr := a.throttle.fail(c, client); terr != nil {
-		return a.throttled(client, terr)
+// failed spends an attempt of the source's budget on credentials found bad
+// without a store call: it returns refusal (401 or 400), or a 429 once the
+// budget against refusal.Client is spent.
+func (a *authenticator) failed(c echo.Context, refusal *Error) *Error {
+	if terr := a.throttle.fail(c, refusal.Client); terr != nil {
+		return a.throttled(refusal.Client, terr)
 	}
-	return a.invalid(client, err)
+	return refusal
 }
 
 func (a *authenticator) throttled(client string, err error) *Error {
@@ -406,7 +404,7 @@ func (a *authenticator) logRefusal(c echo.Context, e *Error) {
 		slog.String("client", e.Client),
 		slog.String("outcome", string(e.Outcome)),
 		slog.Int("status", e.Status),
-		slog.String("method", loggedMethod(c.Request().Method)),
+		slog.String("method", LoggedMethod(c.Request().Method)),
 		// The route pattern, not the raw path: a caller can put anything
 		// (a token, say) in a path segment.
 		slog.String("route", c.Path()),
@@ -452,10 +450,10 @@ func (l *logLimiter) allow(key string) (suppressed int, ok bool) {
 	return suppressed, true
 }
 
-// loggedMethod is the request method if it is a standard one (RFC 9110
-// section 9, and PATCH), else "_other": on a route that takes any method,
-// the method is a value the caller chose.
-func loggedMethod(m string) string {
+// LoggedMethod is what a log may show of a request method: the method if
+// it is a standard one (RFC 9110 section 9, and PATCH), else "_other",
+// since any other method is a value the caller chose (a token, say).
+func LoggedMethod(m string) string {
 	switch m {
 	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
 		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
